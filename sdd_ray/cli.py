@@ -1,0 +1,46 @@
+"""The `sdd-ray` command line: one command per stage, each YAML/flags -> config -> `run_<stage>`.
+
+Stage modules are imported lazily inside each command so that `sdd-ray --help` stays fast and works
+without vLLM, lm-eval or a GPU.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from sdd_ray.evaluate.cli import evaluate
+
+app = typer.Typer(
+    name="sdd-ray",
+    help="Recover layer-pruned LLMs with self-data distillation, on Ray.\n\n"
+    "Stages: prune -> distill -> finetune -> merge -> evaluate -> specdec/serve; `run` does them all.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Recover layer-pruned LLMs with self-data distillation, on Ray."""
+
+
+app.command()(evaluate)
+
+
+def main() -> None:
+    """Entry point: configuration and input errors become one clear message and exit code 2."""
+    from sdd_ray.config import ConfigError
+    from sdd_ray.models import ModelNotFoundError
+
+    try:
+        app()
+    except (ConfigError, ModelNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

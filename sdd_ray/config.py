@@ -1,0 +1,88 @@
+"""Typed configuration: a strict pydantic base, the shared model spec, and YAML loading.
+
+Every stage has its own config model (`sdd_ray/<stage>/config.py`); the whole run composes them
+(`sdd_ray.pipeline.config.RunConfig`). The CLI goes YAML (or flags) -> validated config ->
+`run_<stage>(cfg)`, and a bad config fails before any work starts, naming the file, the field and
+the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class ConfigError(ValueError):
+    """A configuration problem, already phrased as `source: field: reason` lines."""
+
+
+class StrictModel(BaseModel):
+    """Base of every config: unknown keys are errors, and assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelSpec(StrictModel):
+    """Where a model comes from and how to load it; one spec shared by every stage."""
+
+    path: str
+    """A local Hugging Face checkpoint directory or a hub id (`meta-llama/Llama-3.1-8B-Instruct`)."""
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """`auto`: bfloat16 on a GPU that supports it, float32 on the CPU."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    trust_remote_code: bool = False
+    """Run modelling code shipped with the checkpoint. Off unless asked: it executes arbitrary code."""
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """One `source: dotted.field: reason` line per problem."""
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or "(root)"
+        message = problem["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field"
+        lines.append(f"{source}: {field}: {message}")
+    return "\n".join(lines)
+
+
+def validate_config(cls: type[C], data: dict, source: str = "<config>", context: dict | None = None) -> C:
+    """`cls` validated from `data`, or a `ConfigError` naming `source` and each bad field."""
+    try:
+        return cls.model_validate(data, context=context)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def load_config(cls: type[C], path: str | Path, overrides: dict | None = None) -> C:
+    """Load `cls` from a YAML file, with optional top-level `overrides`."""
+    data = read_yaml(path)
+    data.update(overrides or {})
+    return validate_config(cls, data, str(path), context={"config_dir": str(Path(path).parent)})
+
+
+def dump_config(config: BaseModel, path: str | Path) -> None:
+    """Write `config` as YAML that `load_config` reads back to an equal object."""
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Evaluation: the built-in toy task suite (and lm-evaluation-harness), recovery against a baseline."""

@@ -1,0 +1,87 @@
+"""Batched greedy generation and log-likelihood scoring with transformers (CPU or GPU).
+
+Shared by the evaluator, the `hf` distillation backend and the target-only baseline of speculative
+decoding, so that "the model's answer" means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    truncated: bool  # stopped at max_new_tokens without an end-of-sequence token
+
+
+def _batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@torch.no_grad()
+def generate_texts(
+    model, tokenizer, prompts: list[str], max_new_tokens: int = 128, batch_size: int = 32
+) -> list[Generation]:
+    """Greedy continuations of `prompts`, in order, batched with left padding."""
+    tokenizer.padding_side = "left"
+    eos = tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    results: list[Generation] = []
+    for chunk in _batches(prompts, batch_size):
+        enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=eos,
+        )
+        new = out[:, enc["input_ids"].shape[1] :]  # (batch, generated)
+        prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
+        for row, prompt_len in zip(new.tolist(), prompt_lengths):
+            finished = eos in row
+            tokens = row[: row.index(eos)] if finished else row
+            tokens = [t for t in tokens if t != tokenizer.pad_token_id]
+            results.append(
+                Generation(
+                    text=tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                    prompt_tokens=int(prompt_len),
+                    new_tokens=len(tokens) + int(finished),
+                    truncated=not finished,
+                )
+            )
+    return results
+
+
+@torch.no_grad()
+def continuation_logprobs(
+    model, tokenizer, contexts: list[str], continuations: list[str], batch_size: int = 64
+) -> list[float]:
+    """Sum of log p(continuation | context) for each pair, as lm-eval's `loglikelihood`."""
+    device = next(model.parameters()).device
+    pairs = []
+    for context, continuation in zip(contexts, continuations):
+        ctx = tokenizer(context).input_ids
+        cont = tokenizer(continuation, add_special_tokens=False).input_ids
+        pairs.append((ctx + cont, len(cont)))
+    scores: list[float] = []
+    for chunk in _batches(pairs, batch_size):
+        width = max(len(ids) for ids, _ in chunk)
+        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for i, (ids, _) in enumerate(chunk):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            mask[i, : len(ids)] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)  # (batch, seq, vocab)
+        for i, (ids, n_cont) in enumerate(chunk):
+            positions = torch.arange(len(ids) - n_cont, len(ids))
+            targets = torch.tensor(ids[-n_cont:])
+            scores.append(logprobs[i, positions - 1, targets].sum().item())
+    return scores

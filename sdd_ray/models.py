@@ -1,0 +1,126 @@
+"""Model I/O in one place: load any Hugging Face causal LM, save a plain HF checkpoint.
+
+Loading accepts a local checkpoint directory or a hub id, reads safetensors only (pickle-based
+`.bin` weights can execute code), and runs checkpoint-supplied code only when the spec says
+`trust_remote_code: true`. Saving writes `config.json`, `model.safetensors` and the tokenizer files,
+which `transformers` and vLLM load with no sdd_ray code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sdd_ray.config import ModelSpec
+
+TOY_TEACHER = Path(__file__).parent / "toy" / "teacher"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+def as_spec(model: str | Path | ModelSpec) -> ModelSpec:
+    """A `ModelSpec` from a spec, a path or a hub id; `toy-teacher` names the committed toy teacher."""
+    if isinstance(model, ModelSpec):
+        return model
+    model = str(model)
+    if model == "toy-teacher":
+        model = str(TOY_TEACHER)
+    return ModelSpec(path=model)
+
+
+def resolve_device(spec: ModelSpec) -> torch.device:
+    if spec.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec.device)
+
+
+def resolve_dtype(spec: ModelSpec) -> torch.dtype:
+    if spec.dtype != "auto":
+        return getattr(torch, spec.dtype)
+    device = resolve_device(spec)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _check_exists(spec: ModelSpec) -> None:
+    """Fail early with a clear message when the model is neither on disk nor on the hub."""
+    path = Path(spec.path)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path}: not a Hugging Face checkpoint (no config.json)")
+        if not any(path.glob("*.safetensors")):
+            raise ModelNotFoundError(f"{path}: no *.safetensors weights (only safetensors are loaded)")
+        return
+    looks_like_hub_id = spec.path.count("/") == 1 and not spec.path.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise ModelNotFoundError(f"model {spec.path!r}: no such directory, and not a hub id (org/name)")
+    from huggingface_hub import file_exists
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        found = file_exists(spec.path, "config.json", revision=spec.revision)
+    except (HfHubHTTPError, OSError) as error:
+        raise ModelNotFoundError(
+            f"model {spec.path!r}: not a local directory, and the hub could not be reached ({error.__class__.__name__})"
+        ) from None
+    if not found:
+        raise ModelNotFoundError(f"model {spec.path!r}: not a local directory, and not found on the hub")
+
+
+def load_tokenizer(model: str | Path | ModelSpec):
+    from transformers import AutoTokenizer
+
+    spec = as_spec(model)
+    _check_exists(spec)
+    tokenizer = AutoTokenizer.from_pretrained(
+        spec.path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model: str | Path | ModelSpec, eval_mode: bool = True):
+    """The causal LM of `model` on its device and dtype (float32 on the CPU by default)."""
+    from transformers import AutoModelForCausalLM
+
+    spec = as_spec(model)
+    _check_exists(spec)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        spec.path,
+        revision=spec.revision,
+        dtype=resolve_dtype(spec),
+        trust_remote_code=spec.trust_remote_code,
+        use_safetensors=True,
+    )
+    loaded.to(resolve_device(spec))
+    return loaded.eval() if eval_mode else loaded
+
+
+def load_model_and_tokenizer(model: str | Path | ModelSpec, eval_mode: bool = True):
+    return load_model(model, eval_mode), load_tokenizer(model)
+
+
+def save_model(model, tokenizer, out: str | Path) -> Path:
+    """Save a plain HF checkpoint (safetensors) with its tokenizer."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    return out
+
+
+def model_num_layers(model: str | Path | ModelSpec) -> int:
+    """`num_hidden_layers` from the checkpoint's config, without loading weights."""
+    from transformers import AutoConfig
+
+    spec = as_spec(model)
+    _check_exists(spec)
+    config = AutoConfig.from_pretrained(spec.path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(text_config.num_hidden_layers)

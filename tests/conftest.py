@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny random models with the toy tokenizer, the toy teacher, a local Ray."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from sdd_ray.models import TOY_TEACHER  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def make_tiny_llama(out: Path, num_layers: int = 6, seed: int = 0, hidden: int = 64) -> Path:
+    """A random Llama with the toy tokenizer, saved as an HF checkpoint in `out`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sdd_ray.toy.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=num_layers, num_attention_heads=2, num_key_value_heads=2, head_dim=hidden // 2,
+        max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """Path of a 6-layer random Llama (hidden 64) with the toy tokenizer."""
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture(scope="session")
+def toy_teacher() -> Path:
+    """Path of the committed toy teacher."""
+    if not (TOY_TEACHER / "config.json").is_file():
+        pytest.fail(f"the toy teacher is missing from {TOY_TEACHER}; rebuild it with `make teacher`")
+    return TOY_TEACHER
+
+
+@pytest.fixture(scope="session")
+def gsm8k_test() -> Path:
+    path = SHARED_DATA / "gsm8k" / "test.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} not found (the shared data folder sits beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session (2 CPUs); pipelines give actors fractional CPUs."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
