@@ -1,0 +1,284 @@
+"""Fine-tuning data sets: where they come from, how their columns map, and which rows are usable.
+
+Every stage that reads (instruction, input, response) rows goes through here, so that the same row
+gets the same `id`, the same task name and the same verdict everywhere. A row in the canonical
+schema is `{id, task, kind, instruction, input, response}`, all strings; `kind` is the task kind
+(`math`, `mc`, `general`) when the source says it, else "".
+
+Sources (`DataSpec.source`):
+- `toy:arith`, `toy:facts`, `toy:instruct`, `toy:all`: the toy fine-tuning split (`sdd_ray.toy.tasks`);
+- a local `*.jsonl` / `*.json` (one JSON object per line) or `*.parquet` file or directory;
+- anything else is a Hugging Face dataset name (`openai/gsm8k`, config after a colon: `openai/gsm8k:main`).
+
+Bad rows are not errors: `parse_record` returns the row with a `reject_reason`, and callers route it
+to a rejects file, so one malformed line never kills a 50k-row job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from sdd_ray.config import StrictModel
+
+KINDS = ("math", "mc", "general")
+DEFAULT_TOY_ROWS = 1000  # rows per toy task when no limit is given
+CANONICAL = ("id", "task", "kind", "instruction", "input", "response")
+
+
+class ColumnMap(StrictModel):
+    """Which source column holds each canonical field. Optional columns may be absent from the data."""
+
+    instruction: str = "instruction"
+    """The prompt / question column (required in every row)."""
+    input: str | None = "input"
+    """Extra context for the instruction (optional; missing or null reads as "")."""
+    response: str = "response"
+    """The reference response column (required in every row)."""
+    id: str | None = "id"
+    """A stable row id; when absent the id is a sha1 of the row's content."""
+    task: str | None = "task"
+    """The task name of the row; when absent the data set's `task` name is used."""
+    kind: str | None = "kind"
+    """The task kind (math|mc|general) of the row, if the data carries it."""
+
+
+PRESETS: dict[str, ColumnMap] = {
+    "toy": ColumnMap(),
+    "gsm8k": ColumnMap(instruction="question", response="answer"),
+    "alpaca": ColumnMap(instruction="instruction", input="input", response="output"),
+    "dolly": ColumnMap(instruction="instruction", input="context", response="response", task="category"),
+    "openmath": ColumnMap(instruction="problem", response="generated_solution"),
+}
+PRESET_KIND = {"gsm8k": "math", "openmath": "math", "alpaca": "general", "dolly": "general"}
+
+
+class DataSpec(StrictModel):
+    """A fine-tuning data set: its source, its column mapping, and how much of it to use."""
+
+    source: str
+    """`toy:arith|facts|instruct|all`, a local .jsonl/.json/.parquet file or directory, or a HF dataset name."""
+    columns: str | ColumnMap = "auto"
+    """A preset (toy, gsm8k, alpaca, dolly, openmath), an explicit mapping, or `auto` (guessed from the source name)."""
+    split: str = "train"
+    """Split of a Hugging Face dataset."""
+    task: str | None = None
+    """Task name for rows without a task column (default: the preset name, else `default`)."""
+    limit: int | None = Field(default=None, gt=0)
+    """Use only the first `limit` rows (for toy:all, rows are interleaved across tasks first)."""
+
+
+def source_type(source: str) -> str:
+    """`toy`, `jsonl`, `parquet` or `hf`."""
+    if source.startswith("toy:"):
+        return "toy"
+    path = Path(source)
+    if path.suffix in (".jsonl", ".json"):
+        return "jsonl"
+    if path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
+        return "parquet"
+    if path.is_dir() and any(path.glob("*.jsonl")):
+        return "jsonl"
+    return "hf"
+
+
+def preset_name(spec: DataSpec) -> str | None:
+    """The column preset in use: named, or guessed from the source (`toy:`, `gsm8k`, `alpaca`, ...)."""
+    if isinstance(spec.columns, ColumnMap):
+        return None
+    if spec.columns != "auto":
+        if spec.columns not in PRESETS:
+            raise ValueError(f"unknown column preset {spec.columns!r}; choose from {sorted(PRESETS)} or give a mapping")
+        return spec.columns
+    if source_type(spec.source) == "toy":
+        return "toy"
+    lowered = spec.source.lower()
+    return next((name for name in PRESETS if name in lowered), None)
+
+
+def column_map(spec: DataSpec) -> ColumnMap:
+    if isinstance(spec.columns, ColumnMap):
+        return spec.columns
+    name = preset_name(spec)
+    return PRESETS[name] if name else ColumnMap()
+
+
+def default_task(spec: DataSpec) -> str:
+    if spec.task:
+        return spec.task
+    return preset_name(spec) or "default"
+
+
+def default_kind(spec: DataSpec) -> str:
+    """The kind implied by the preset (gsm8k -> math), or "" when the preset does not say."""
+    return PRESET_KIND.get(preset_name(spec) or "", "")
+
+
+def content_id(*fields: str) -> str:
+    """A stable id from a row's content: the first 16 hex digits of a sha1."""
+    return hashlib.sha1("\x1f".join(fields).encode()).hexdigest()[:16]
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def parse_record(
+    raw: Any, columns: ColumnMap, task: str = "default", kind: str = ""
+) -> dict[str, str]:
+    """A canonical row from a raw record (a dict, or a JSON text line), plus `reject_reason` ("" when valid).
+
+    Rejected rows keep what could be read and a `raw` copy of the record for the rejects file.
+    """
+    row = {"id": "", "task": task, "kind": kind, "instruction": "", "input": "", "response": "",
+           "reject_reason": "", "raw": ""}
+    if isinstance(raw, str):
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as error:
+            row.update(id=content_id(raw), reject_reason=f"not valid JSON ({error.msg})", raw=raw)
+            return row
+    else:
+        record = raw
+    if not isinstance(record, dict):
+        text = json.dumps(record, default=str)
+        row.update(id=content_id(text), reject_reason=f"expected a JSON object, got {_type_name(record)}", raw=text)
+        return row
+
+    problems = []
+    for field in ("instruction", "input", "response"):
+        column = getattr(columns, field)
+        value = record.get(column) if column else None
+        if field != "input" and column not in record:
+            problems.append(f"missing field {field!r} (column {column!r})")
+        elif value is None and field == "input":
+            continue
+        elif not isinstance(value, str):
+            problems.append(f"{field} (column {column!r}): expected a string, got {_type_name(value)}")
+        elif field != "input" and not value.strip():
+            problems.append(f"{field} (column {column!r}) is empty")
+        else:
+            row[field] = value
+    for field in ("task", "kind"):
+        column = getattr(columns, field)
+        value = record.get(column) if column else None
+        if isinstance(value, str) and value:
+            row[field] = value
+    if row["kind"] and row["kind"] not in KINDS:
+        problems.append(f"kind {row['kind']!r} is not one of {KINDS}")
+    given = record.get(columns.id) if columns.id else None
+    if given is None or given == "":
+        row["id"] = content_id(row["instruction"], row["input"], row["response"])
+    elif isinstance(given, (str, int)) and not isinstance(given, bool):
+        row["id"] = str(given)
+    else:
+        problems.append(f"id (column {columns.id!r}): expected a string or integer, got {_type_name(given)}")
+        row["id"] = content_id(json.dumps(record, sort_keys=True, default=str))
+    if problems:
+        row["reject_reason"] = "; ".join(problems)
+        row["raw"] = json.dumps(record, default=str)
+        if given is None or given == "":
+            row["id"] = content_id(json.dumps(record, sort_keys=True, default=str))
+    return row
+
+
+def toy_records(source: str, limit: int | None = None) -> list[dict]:
+    """The toy fine-tuning split for `toy:<task>` or `toy:all` (tasks interleaved), `limit` rows in all.
+
+    Rows are unique by id (repeats of the generator are skipped), `DEFAULT_TOY_ROWS` per task by default.
+    """
+    from sdd_ray.toy.tasks import TASK_KIND, TASKS, finetune_rows
+
+    name = source.removeprefix("toy:")
+    tasks = TASKS if name == "all" else (name,)
+    if name != "all" and name not in TASKS:
+        raise ValueError(f"unknown toy source {source!r}; choose from toy:all, " + ", ".join(f"toy:{t}" for t in TASKS))
+    per_task = DEFAULT_TOY_ROWS if limit is None else -(-limit // len(tasks))
+    per_task_rows = [_unique_rows(finetune_rows(task, 2 * per_task))[:per_task] for task in tasks]
+    interleaved = [row for group in zip(*per_task_rows) for row in group]
+    for row in interleaved:
+        row["kind"] = TASK_KIND[row["task"]]
+    return interleaved[:limit] if limit is not None else interleaved
+
+
+def _unique_rows(rows: list[dict]) -> list[dict]:
+    """First occurrences only: the toy generators repeat some short instructions."""
+    seen: set[str] = set()
+    return [row for row in rows if not (row["id"] in seen or seen.add(row["id"]))]
+
+
+def _hf_name(source: str) -> tuple[str, str | None]:
+    name, _, config = source.partition(":")
+    return name, config or None
+
+
+def iter_records(spec: DataSpec) -> Iterator[Any]:
+    """Raw records of `spec` in order (JSONL lines as text, so that a bad line is a bad row, not a crash)."""
+    kind = source_type(spec.source)
+    count = 0
+
+    def records() -> Iterator[Any]:
+        if kind == "toy":
+            yield from toy_records(spec.source, spec.limit)
+        elif kind == "jsonl":
+            for path in local_files(spec.source, (".jsonl", ".json")):
+                with open(path) as handle:
+                    for line in handle:
+                        if line.strip():
+                            yield line
+        elif kind == "parquet":
+            import pyarrow.parquet as pq
+
+            for path in local_files(spec.source, (".parquet",)):
+                for batch in pq.ParquetFile(path).iter_batches():
+                    yield from batch.to_pylist()
+        else:
+            import datasets
+
+            name, config = _hf_name(spec.source)
+            yield from datasets.load_dataset(name, config, split=spec.split, streaming=True)
+
+    for record in records():
+        if spec.limit is not None and count >= spec.limit:
+            return
+        count += 1
+        yield record
+
+
+def local_files(source: str, suffixes: tuple[str, ...]) -> list[Path]:
+    """The data files of a local file or directory, sorted."""
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in suffixes)
+    else:
+        files = [path]
+    missing = [p for p in files if not p.is_file()]
+    if not files or missing:
+        raise FileNotFoundError(f"data source {source!r}: no {'/'.join(suffixes)} files found")
+    return files
+
+
+def load_rows(spec: DataSpec) -> tuple[list[dict], list[dict]]:
+    """(valid rows, rejected rows) of `spec` in the canonical schema; fine for data that fits in memory.
+
+    A repeated id is rejected after its first occurrence, so ids are unique among valid rows.
+    """
+    columns, task, kind = column_map(spec), default_task(spec), default_kind(spec)
+    valid: list[dict] = []
+    rejected: list[dict] = []
+    seen: set[str] = set()
+    for record in iter_records(spec):
+        row = parse_record(record, columns, task, kind)
+        if not row["reject_reason"] and row["id"] in seen:
+            row["reject_reason"] = f"duplicate id {row['id']!r}"
+        if row["reject_reason"]:
+            rejected.append(row)
+            continue
+        seen.add(row["id"])
+        valid.append({field: row[field] for field in CANONICAL})
+    return valid, rejected
