@@ -15,8 +15,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=TEACHER_DIR, help="where to save the checkpoint")
     for name, field in TeacherTrainConfig.model_fields.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(field.default), default=field.default,
-                            help=f"(default: {field.default})")
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+        else:
+            parser.add_argument(flag, type=type(field.default), default=field.default, help=f"(default: {field.default})")
     args = vars(parser.parse_args())
     out = args.pop("out")
     out.mkdir(parents=True, exist_ok=True)
