@@ -1,0 +1,14 @@
+"""Speculative decoding measurement as a Ray job entry point (same flags as `sdd-ray specdec`).
+
+    ray job submit --working-dir . -- python jobs/specdec.py \
+        --target toy-teacher --draft no-ft=runs/pruned --data toy:all --k 4 --out runs/specdec.json
+"""
+
+from __future__ import annotations
+
+import typer
+
+from sdd_ray.specdec.cli import specdec
+
+if __name__ == "__main__":
+    typer.run(specdec)

@@ -1,0 +1,63 @@
+"""`sdd-ray specdec`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from sdd_ray.cli_utils import console
+
+
+def parse_drafts(values: list[str]) -> dict[str, str]:
+    """`NAME=PATH` or `PATH` (named after its directory) -> {name: path}, names made unique."""
+    drafts: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            name, path = Path(value).name or value, value
+        base, n = name, 2
+        while name in drafts:
+            name, n = f"{base}-{n}", n + 1
+        drafts[name] = path
+    return drafts
+
+
+def specdec(
+    target: Annotated[str, typer.Option(help="Target model directory or hub id; `toy-teacher` for the toy teacher.")],
+    draft: Annotated[list[str], typer.Option(help="Draft model, `PATH` or `NAME=PATH`; repeat for a table of drafts.")],
+    data: Annotated[str, typer.Option(help="JSONL/Parquet with a `prompt` field, or `toy:<task>[,<task>]` / `toy:all`.")],
+    out: Annotated[Path, typer.Option(help="Where to write specdec.json.")] = Path("specdec.json"),
+    k: Annotated[int, typer.Option(help="Tokens proposed by the draft per step.")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(help="New tokens per prompt at most.")] = 64,
+    limit: Annotated[Optional[int], typer.Option(help="Number of prompts.")] = 20,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (checks identical outputs); > 0 = sampling.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (sampling only).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Speculative decoding vs target-only decoding on the same prompts; writes specdec.json."""
+    from sdd_ray.config import validate_config
+    from sdd_ray.models import as_spec
+    from sdd_ray.specdec.config import SpecDecConfig
+    from sdd_ray.specdec.run import run_specdec
+
+    cfg = validate_config(
+        SpecDecConfig,
+        {"target": as_spec(target).model_dump(),
+         "drafts": {name: as_spec(path).model_dump() for name, path in parse_drafts(draft).items()},
+         "data": data, "k": k, "max_new_tokens": max_new_tokens, "limit": limit,
+         "temperature": temperature, "top_p": top_p, "seed": seed},
+        source="command line",
+    )
+    result = run_specdec(cfg, out)
+    t = result["target_only"]
+    console.print(f"target-only: {t['tokens_per_s']:.1f} tok/s over {result['prompts']} prompts (k={result['k']})")
+    for row in result["drafts"]:
+        same = "" if row["outputs_identical"] is None else f"  identical={row['outputs_identical']}"
+        console.print(
+            f"{row['draft']:>12}  mean accepted length {row['mean_accepted_length']:.2f}  "
+            f"acceptance {row['acceptance_rate']:.3f}  {row['tokens_per_s_speculative']:.1f} tok/s  "
+            f"speedup {row['speedup']:.2f}x{same}"
+        )
+    console.print(f"wrote {out}")

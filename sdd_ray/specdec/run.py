@@ -1,0 +1,125 @@
+"""Run the speculative decoding measurement and write `specdec.json`.
+
+Every draft and the target-only baseline decode the same prompts in the same process, interleaved
+prompt by prompt, so that CPU contention and thermal drift hit all of them alike.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sdd_ray.specdec.config import SpecDecConfig
+
+
+def load_prompts(data: str, limit: int | None, seed: int = 0) -> list[str]:
+    """Prompt strings from `toy:<task>[,...]` (toy eval split, instruction format) or a JSONL/Parquet file."""
+    if data.startswith("toy:"):
+        from sdd_ray.prompts import instruction_prompt
+        from sdd_ray.toy.tasks import TASKS, generate
+
+        tasks = data.removeprefix("toy:").split(",")
+        tasks = list(TASKS) if tasks == ["all"] else tasks
+        per_task = -(-(limit or 100) // len(tasks))  # ceil: `limit` prompts in all
+        prompts = [
+            instruction_prompt(row["instruction"], row["input"])
+            for task in tasks
+            for row in generate(task, per_task, "eval", seed)
+        ]
+        return prompts[:limit] if limit else prompts
+    path = Path(data)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: prompt file not found")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    else:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    missing = [i for i, row in enumerate(rows) if not isinstance(row.get("prompt"), str) or not row["prompt"]]
+    if missing:
+        raise ValueError(f"{path}: rows {missing[:5]} have no non-empty string `prompt` field")
+    prompts = [row["prompt"] for row in rows]
+    return prompts[:limit] if limit else prompts
+
+
+def _draft_entry(name: str, spec_path: str, spec, target, identical: list[bool] | None, num_layers: int) -> dict:
+    return {
+        "draft": name,
+        "path": spec_path,
+        "num_layers": num_layers,
+        "mean_accepted_length": spec.mean_accepted_length,
+        "acceptance_rate": spec.acceptance_rate,
+        "acceptance_rate_by_position": spec.acceptance_rate_by_position,
+        "tokens_per_s_speculative": spec.tokens_per_s,
+        "tokens_per_s_target": target.tokens_per_s,
+        "speedup": spec.tokens_per_s / target.tokens_per_s if target.tokens_per_s else 0.0,
+        "outputs_identical": all(identical) if identical is not None else None,
+        "identical_prompts": sum(identical) if identical is not None else None,
+        "metrics": spec.as_dict(),
+    }
+
+
+def measure(cfg: SpecDecConfig, prompts: list[str]) -> dict:
+    """Decode `prompts` target-only and with each draft; the table of results (see docs/specdec.md)."""
+    import torch
+
+    from sdd_ray.models import load_model, load_tokenizer
+    from sdd_ray.specdec.engine import DecodeMetrics, Sampling, SpeculativeDecoder, target_only_generate
+
+    tokenizer = load_tokenizer(cfg.target)
+    target = load_model(cfg.target)
+    drafts = {name: load_model(spec) for name, spec in cfg.drafts.items()}
+    decoders = {name: SpeculativeDecoder(target, draft, cfg.k, tokenizer.eos_token_id) for name, draft in drafts.items()}
+    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.seed)
+    encoded = [tokenizer(p).input_ids for p in prompts]
+
+    for ids in encoded[: cfg.warmup]:
+        target_only_generate(target, ids, cfg.max_new_tokens, sampling, tokenizer.eos_token_id)
+        for decoder in decoders.values():
+            decoder.generate(ids, cfg.max_new_tokens, sampling)
+
+    target_total: DecodeMetrics | None = None
+    totals: dict[str, DecodeMetrics | None] = {name: None for name in decoders}
+    identical: dict[str, list[bool]] = {name: [] for name in decoders}
+    with torch.inference_mode():
+        for ids in encoded:
+            reference, metrics = target_only_generate(target, ids, cfg.max_new_tokens, sampling, tokenizer.eos_token_id)
+            target_total = metrics if target_total is None else target_total.merge(metrics)
+            for name, decoder in decoders.items():
+                tokens, metrics = decoder.generate(ids, cfg.max_new_tokens, sampling)
+                totals[name] = metrics if totals[name] is None else totals[name].merge(metrics)
+                identical[name].append(tokens == reference)
+
+    greedy = sampling.greedy
+    table = [
+        _draft_entry(name, cfg.drafts[name].path, totals[name], target_total, identical[name] if greedy else None,
+                     drafts[name].config.num_hidden_layers)
+        for name in decoders
+    ]
+    result = {
+        "target": cfg.target.path,
+        "target_num_layers": target.config.num_hidden_layers,
+        "data": cfg.data,
+        "prompts": len(prompts),
+        "k": cfg.k,
+        "max_new_tokens": cfg.max_new_tokens,
+        "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed},
+        "target_only": target_total.as_dict(),
+        "drafts": table,
+    }
+    if len(table) == 1:
+        result.update({key: value for key, value in table[0].items() if key not in ("metrics", "path")})
+    return result
+
+
+def run_specdec(cfg: SpecDecConfig, out: str | Path) -> dict:
+    """Measure, write `out` (JSON, atomically) and return the result."""
+    from sdd_ray.evaluate.run import write_json
+
+    prompts = load_prompts(cfg.data, cfg.limit, cfg.seed)
+    if not prompts:
+        raise ValueError(f"{cfg.data}: no prompts")
+    result = measure(cfg, prompts)
+    write_json(result, out)
+    return result
