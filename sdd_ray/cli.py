@@ -10,10 +10,7 @@ import sys
 
 import typer
 
-from sdd_ray.evaluate.cli import compare, evaluate
-from sdd_ray.prune.cli import prune
-from sdd_ray.merge.cli import merge
-from sdd_ray.pipeline.cli import run
+from sdd_ray.evaluate.cli import evaluate
 from sdd_ray.specdec.cli import specdec
 
 app = typer.Typer(
@@ -32,10 +29,6 @@ def _root() -> None:
 
 
 app.command()(evaluate)
-app.command()(run)
-app.command()(compare)
-app.command()(prune)
-app.command()(merge)
 app.command()(specdec)
 
 
