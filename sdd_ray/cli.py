@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from sdd_ray.distill.cli import distill
 from sdd_ray.evaluate.cli import evaluate
 from sdd_ray.specdec.cli import specdec
 
@@ -28,6 +29,7 @@ def _root() -> None:
     """Recover layer-pruned LLMs with self-data distillation, on Ray."""
 
 
+app.command()(distill)
 app.command()(evaluate)
 app.command()(specdec)
 

@@ -1,0 +1,48 @@
+"""`sdd-ray distill`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from sdd_ray.cli_utils import console
+
+
+def distill(
+    teacher: Annotated[str, typer.Option(help="Unpruned teacher: model directory or hub id; `toy-teacher` for the toy teacher.")],
+    data: Annotated[str, typer.Option(help="toy:arith|facts|instruct|all, a .jsonl/.parquet file or directory, or a HF dataset name.")],
+    out: Annotated[Path, typer.Option(help="Output directory (rerun with the same directory to resume).")],
+    task_kind: Annotated[Optional[str], typer.Option(help="math|mc|general, or auto (each row's own kind). [default: auto]")] = None,
+    columns: Annotated[Optional[str], typer.Option(help="Column preset: auto, toy, gsm8k, alpaca, dolly, openmath. [default: auto]")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Split of a Hugging Face dataset. [default: train]")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="hf (transformers, CPU or GPU) or vllm (ray.data.llm). [default: hf]")] = None,
+    num_workers: Annotated[Optional[int], typer.Option(help="Generation actors (hf) or vLLM engines. [default: 1]")] = None,
+    cpus_per_worker: Annotated[Optional[float], typer.Option(help="CPUs per hf actor; keep it fractional on small machines. [default: 0.5]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Rows per generation batch. [default: 16]")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Token limit of a rewrite. [default: 128]")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N rows.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML DistillConfig; flags given on the command line override it.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Have the teacher rewrite a fine-tuning data set (self-data distillation) on Ray Data."""
+    from sdd_ray.config import read_yaml, validate_config
+    from sdd_ray.distill.config import DistillConfig
+    from sdd_ray.distill.run import run_distill
+    from sdd_ray.models import as_spec
+
+    def given(**values):
+        return {key: value for key, value in values.items() if value is not None}
+
+    settings = read_yaml(config) if config else {}
+    settings["teacher"] = as_spec(teacher).model_dump()
+    settings["data"] = {**settings.get("data", {}), "source": data, **given(columns=columns, split=split, limit=limit)}
+    settings.update(given(task_kind=task_kind, backend=backend, num_workers=num_workers, cpus_per_worker=cpus_per_worker,
+                          batch_size=batch_size, max_new_tokens=max_new_tokens), progress=progress)
+    cfg = validate_config(DistillConfig, settings, source=str(config) if config else "command line")
+    stats = run_distill(cfg, out)
+    console.print(f"rows in {stats['rows_in']}: out {stats['rows_out']} (teacher {stats['teacher_selected']}, "
+                  f"original {stats['original_selected']}), rejected {stats['rows_rejected']}")
+    console.print(f"{stats['generated_tokens']} tokens generated, {stats['tokens_per_s']:.1f} tokens/s, {stats['wall_s']:.1f} s")
+    console.print(f"wrote {out}/data, {out}/rejected.jsonl, {out}/stats.json")

@@ -1,0 +1,75 @@
+"""Configuration of a self-data distillation job (`sdd-ray distill`, `jobs/distill.py`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from sdd_ray.config import ModelSpec, StrictModel
+from sdd_ray.data import DataSpec
+
+DEFAULT_TEMPLATES = {"general": "general", "math": "math", "mc": "mc"}
+
+
+class VLLMOptions(StrictModel):
+    """Engine settings of the `vllm` backend (`ray.data.llm.vLLMEngineProcessorConfig`)."""
+
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    """GPUs one engine shards its weights over."""
+    pipeline_parallel_size: int = Field(default=1, ge=1)
+    max_model_len: int | None = Field(default=None, gt=0)
+    """Context length the engine allocates for; default: the model's."""
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    max_concurrent_batches: int = Field(default=8, ge=1)
+    """Batches in flight per engine, to hide per-batch tail latency."""
+    accelerator_type: str | None = None
+    """Pin engines to one GPU type (`H100`, `A100`), as Ray's accelerator labels name them."""
+    device: Literal["gpu", "cpu"] = "gpu"
+    """`cpu` runs engines on CPU-only nodes (a CPU build of vLLM) by giving each a CPU bundle."""
+    cpus_per_engine: float = Field(default=1.0, gt=0)
+    """CPUs reserved per engine when `device` is `cpu`."""
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Extra `vllm.EngineArgs` (e.g. `enable_prefix_caching`), merged over the settings above."""
+
+
+class DistillConfig(StrictModel):
+    """The teacher, the data, the templates, and how generation is spread over Ray."""
+
+    teacher: ModelSpec
+    """The unpruned model that rewrites the responses."""
+    data: DataSpec
+    """The fine-tuning data set (source, column mapping, limit)."""
+    task_kind: Literal["auto", "math", "mc", "general"] = "auto"
+    """How answers are checked. `auto`: each row's `kind` (toy rows carry one; gsm8k/openmath are math), else general."""
+    templates: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
+    """Rewrite template per kind: a built-in name (general, math, mc) or a file path with `{instruction}` and `{reference}`."""
+    backend: Literal["hf", "vllm"] = "hf"
+    """`hf`: transformers `generate` in a Ray actor pool (CPU or GPU); `vllm`: `ray.data.llm` (GPU clusters)."""
+    num_workers: int = Field(default=1, ge=1)
+    """Generation actors (hf) or vLLM engines (vllm)."""
+    cpus_per_worker: float = Field(default=0.5, gt=0)
+    """CPUs reserved per hf actor. Fractional on purpose: actors that take every CPU starve Ray Data's reads."""
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+    """GPUs reserved per hf actor (0 on CPU machines)."""
+    torch_threads: int | None = Field(default=None, ge=1)
+    """Torch threads per hf actor; default: max(1, round(cpus_per_worker))."""
+    batch_size: int = Field(default=16, ge=1)
+    """Rows per generation batch."""
+    max_new_tokens: int = Field(default=128, ge=1)
+    """Token limit of a rewrite; a rewrite that reaches it is treated as truncated and not used."""
+    shard_rows: int = Field(default=512, ge=1)
+    """Valid rows per output Parquet shard (the unit of resume)."""
+    max_shards: int | None = Field(default=None, ge=1)
+    """Stop after writing this many shards in this run (an interrupted job, for tests and dry runs)."""
+    progress: bool = True
+    """Show a progress bar with rows/s and tokens/s."""
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions)
+
+    @model_validator(mode="after")
+    def _check_templates(self) -> "DistillConfig":
+        unknown = sorted(set(self.templates) - set(DEFAULT_TEMPLATES))
+        if unknown:
+            raise ValueError(f"templates: unknown kind(s) {unknown}; kinds are {sorted(DEFAULT_TEMPLATES)}")
+        self.__dict__["templates"] = {**DEFAULT_TEMPLATES, **self.templates}
+        return self

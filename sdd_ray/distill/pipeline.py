@@ -1,0 +1,181 @@
+"""Ray Data wiring of self-data distillation: read -> validate + template -> generate -> select -> write.
+
+Streaming throughout: Ray Data reads and prepares blocks while actors generate, and the driver
+commits finished rows shard by shard (`shards.ShardWriter`), so memory holds a few blocks, never
+the data set. Rows that are rejected, or were committed by an earlier run, bypass generation: the
+prepared stream is split by a filter into the rows to generate and the rest, and the two branches
+are unioned again before the writer (the cheap read/prepare runs once per branch).
+
+Actors get fractional CPUs (`cpus_per_worker`, default 0.5): on a 2-CPU machine two 1-CPU actors
+would hold every CPU and Ray Data's read tasks would never run (a silent hang).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sdd_ray.data import DataSpec, column_map, default_kind, default_task, local_files, parse_record, source_type
+from sdd_ray.distill.config import DistillConfig
+from sdd_ray.distill.rewrite import load_templates, prompt_for, row_kind, select_row
+from sdd_ray.distill.schema import EMPTY_GENERATED, EMPTY_SELECTED, PREPARED, PROCESSED, to_table
+from sdd_ray.distill.shards import ShardWriter, write_atomic
+
+LIGHT_CPUS = 0.25  # CPU reservation of the cheap per-batch functions
+
+
+def read_records(spec: DataSpec):
+    """A Ray dataset of raw records: a `text` column of JSON lines (toy, JSONL) or the source's own columns."""
+    import ray.data
+
+    kind = source_type(spec.source)
+    if kind == "toy":
+        from sdd_ray.data import toy_records
+
+        ds = ray.data.from_items([{"text": json.dumps(r)} for r in toy_records(spec.source, spec.limit)])
+    elif kind == "jsonl":
+        ds = ray.data.read_text([str(p) for p in local_files(spec.source, (".jsonl", ".json"))])
+    elif kind == "parquet":
+        ds = ray.data.read_parquet([str(p) for p in local_files(spec.source, (".parquet",))])
+    else:
+        import datasets
+
+        name, _, config = spec.source.partition(":")
+        ds = ray.data.from_huggingface(datasets.load_dataset(name, config or None, split=spec.split, streaming=True))
+    return ds.limit(spec.limit) if spec.limit is not None else ds
+
+
+def prepare_batch(batch: pa.Table, json_lines: bool, columns, task: str, kind: str, task_kind: str,
+                  templates: dict[str, str], done_ids: frozenset) -> pa.Table:
+    """Parse and validate raw records, resolve each row's kind, render its rewrite prompt."""
+    records = batch.column("text").to_pylist() if json_lines else batch.to_pylist()
+    rows = []
+    for record in records:
+        row = parse_record(record, columns, task, kind)
+        row["kind"] = row_kind(row, task_kind)
+        row["skip"] = row["id"] in done_ids
+        row["prompt"] = "" if row["reject_reason"] or row["skip"] else prompt_for(row, row["kind"], templates)
+        rows.append(row)
+    return to_table(rows, PREPARED)
+
+
+def to_generate(batch: pa.Table) -> pa.Table:
+    return batch.filter(pc.and_(pc.equal(batch["reject_reason"], ""), pc.invert(batch["skip"])))
+
+
+def bypass(batch: pa.Table) -> pa.Table:
+    """Rows that skip generation (rejected or already committed), with empty generated columns."""
+    kept = batch.filter(pc.or_(pc.not_equal(batch["reject_reason"], ""), batch["skip"])).to_pylist()
+    return to_table([{**row, **EMPTY_GENERATED, **EMPTY_SELECTED} for row in kept], PROCESSED)
+
+
+def select_batch(batch: pa.Table) -> pa.Table:
+    rows = batch.to_pylist()
+    for row in rows:
+        row.update(EMPTY_SELECTED if row["reject_reason"] else select_row(row))
+    return to_table(rows, PROCESSED)
+
+
+def generate(ds, cfg: DistillConfig):
+    """Prepared rows -> rows with the teacher's rewrites, on the configured backend."""
+    if cfg.backend == "vllm":
+        from sdd_ray.distill.vllm_backend import rewrite_with_vllm
+
+        return rewrite_with_vllm(ds, cfg)
+    import ray.data
+
+    from sdd_ray.distill.generator import HFRewriter
+
+    threads = cfg.torch_threads or max(1, round(cfg.cpus_per_worker))
+    return ds.map_batches(
+        HFRewriter,
+        fn_constructor_kwargs={"teacher": cfg.teacher.model_dump(), "max_new_tokens": cfg.max_new_tokens,
+                               "batch_size": cfg.batch_size, "torch_threads": threads},
+        batch_size=cfg.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_workers),
+        num_cpus=cfg.cpus_per_worker,
+        num_gpus=cfg.gpus_per_worker or None,
+    )
+
+
+def build_dataset(cfg: DistillConfig, done_ids: frozenset):
+    """The lazy Ray dataset of processed rows (schema PROCESSED)."""
+    templates = load_templates(cfg.templates)
+    prepared = read_records(cfg.data).map_batches(
+        prepare_batch,
+        fn_kwargs={"json_lines": source_type(cfg.data.source) in ("toy", "jsonl"), "columns": column_map(cfg.data),
+                   "task": default_task(cfg.data), "kind": default_kind(cfg.data), "task_kind": cfg.task_kind,
+                   "templates": templates, "done_ids": done_ids},
+        batch_format="pyarrow",
+        num_cpus=LIGHT_CPUS,
+    )
+    generated = generate(prepared.map_batches(to_generate, batch_format="pyarrow", num_cpus=LIGHT_CPUS), cfg)
+    selected = generated.map_batches(select_batch, batch_format="pyarrow", num_cpus=LIGHT_CPUS)
+    return selected.union(prepared.map_batches(bypass, batch_format="pyarrow", num_cpus=LIGHT_CPUS))
+
+
+def _progress(cfg: DistillConfig):
+    if not cfg.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(unit="row", desc="distill", dynamic_ncols=True, smoothing=0.1)
+
+
+def run_pipeline(cfg: DistillConfig, out: str | Path) -> dict:
+    """Run (or resume) the job into `out`; returns the stats written to `out/stats.json`."""
+    import ray
+
+    ray.init(ignore_reinit_error=True, configure_logging=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    writer = ShardWriter(Path(out), cfg.shard_rows)
+    start = time.perf_counter()
+    bar = _progress(cfg)
+    stopped_early = False
+    for batch in build_dataset(cfg, writer.done_ids).iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in batch.to_pylist():
+            writer.add(row)
+            if writer.full:
+                writer.flush()
+        if bar is not None:
+            generated = writer.run["generated_tokens"] + writer.pending["generated_tokens"]
+            bar.update(batch.num_rows)
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(tok_s=f"{generated / elapsed:.0f}", refresh=False)
+        if cfg.max_shards is not None and writer.run["shards"] >= cfg.max_shards:
+            stopped_early = True
+            break
+    if not stopped_early:
+        writer.flush()
+    if bar is not None:
+        bar.close()
+    wall = time.perf_counter() - start
+    return finish(cfg, writer, wall, complete=not stopped_early)
+
+
+def finish(cfg: DistillConfig, writer: ShardWriter, wall: float, complete: bool) -> dict:
+    summary = writer.totals()
+    writer.publish_rejected(summary["rejected"])
+    totals = summary["totals"]
+    stats = {
+        "rows_in": writer.run["rows_in"],
+        **{key: totals[key] for key in ("rows_out", "rows_rejected", "teacher_selected", "original_selected",
+                                        "prompt_tokens", "generated_tokens")},
+        "wall_s": round(wall, 3),
+        "tokens_per_s": round(writer.run["generated_tokens"] / wall, 2) if wall > 0 else 0.0,
+        "backend": cfg.backend,
+        "num_workers": cfg.num_workers,
+        "complete": complete and writer.run["rows_in"] == totals["rows_out"] + totals["rows_rejected"],
+        "this_run": {key: writer.run[key] for key in ("rows_in", "resumed", "shards", "rows_out", "rows_rejected",
+                                                      "generated_tokens")},
+        "by_task": totals["by_task"],
+        "teacher": cfg.teacher.path,
+        "data": cfg.data.source,
+    }
+    write_atomic(Path(writer.out) / "stats.json", json.dumps(stats, indent=2))
+    return stats

@@ -1,0 +1,116 @@
+"""The `vllm` backend: `ray.data.llm`'s vLLM processor, configured from a `DistillConfig`.
+
+The production path on GPU clusters: each of `num_workers` engines holds the teacher sharded over
+`tensor_parallel_size` GPUs, and Ray Data streams batches of `batch_size` prompts to them. Nothing
+here imports vLLM; `ray.data.llm` imports it inside the engine actors.
+
+On CPU-only nodes (`vllm.device: cpu`, a CPU build of vLLM) each engine is given a CPU bundle
+instead of a GPU: without it, Ray Data LLM reserves `num_gpus = tp * pp` for the engine actor and a
+CPU-only cluster never schedules it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from sdd_ray.distill.config import DistillConfig
+from sdd_ray.distill.schema import GENERATED, PREPARED, to_table
+
+ERROR_COLUMN = "__inference_error__"  # set by ray.data.llm on rows whose inference failed
+
+
+def engine_kwargs(cfg: DistillConfig) -> dict[str, Any]:
+    """`vllm.EngineArgs` for the teacher: parallelism and memory from `cfg.vllm`, then its `engine_kwargs`."""
+    options = cfg.vllm
+    kwargs: dict[str, Any] = {
+        "tensor_parallel_size": options.tensor_parallel_size,
+        "pipeline_parallel_size": options.pipeline_parallel_size,
+        "trust_remote_code": cfg.teacher.trust_remote_code,
+    }
+    if cfg.teacher.revision:
+        kwargs["revision"] = cfg.teacher.revision
+    if cfg.teacher.dtype != "auto":
+        kwargs["dtype"] = cfg.teacher.dtype
+    if options.max_model_len:
+        kwargs["max_model_len"] = options.max_model_len
+    if options.device == "gpu":
+        kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
+    return {**kwargs, **options.engine_kwargs}
+
+
+def has_chat_template(model_path: str) -> bool:
+    """Whether a local checkpoint ships a chat template (hub models: assume they do)."""
+    path = Path(model_path)
+    if not path.is_dir():
+        return True
+    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
+        return True
+    config = path / "tokenizer_config.json"
+    return config.is_file() and bool(json.loads(config.read_text()).get("chat_template"))
+
+
+def processor_config(cfg: DistillConfig):
+    """The `ray.data.llm.vLLMEngineProcessorConfig` of `cfg` (raises ImportError without ray[llm])."""
+    from ray.data.llm import vLLMEngineProcessorConfig
+
+    options = cfg.vllm
+    extra: dict[str, Any] = {}
+    if options.device == "cpu":
+        bundles = [{"CPU": options.cpus_per_engine}] * (options.tensor_parallel_size * options.pipeline_parallel_size)
+        extra["placement_group_config"] = {"bundles": bundles}
+    if options.accelerator_type:
+        extra["accelerator_type"] = options.accelerator_type
+    return vLLMEngineProcessorConfig(
+        model_source=cfg.teacher.path,
+        engine_kwargs=engine_kwargs(cfg),
+        concurrency=cfg.num_workers,
+        batch_size=cfg.batch_size,
+        max_concurrent_batches=options.max_concurrent_batches,
+        should_continue_on_error=True,  # one bad row must not kill the job
+        chat_template_stage=has_chat_template(cfg.teacher.path),
+        tokenize_stage=True,
+        detokenize_stage=True,
+        **extra,
+    )
+
+
+def request(row: dict, max_new_tokens: int, chat: bool) -> dict:
+    """A prepared row as a vLLM request (greedy), carrying the row's columns along."""
+    prompt = {"messages": [{"role": "user", "content": row["prompt"]}]} if chat else {"prompt": row["prompt"]}
+    return {**row, **prompt, "sampling_params": {"temperature": 0.0, "max_tokens": max_new_tokens}}
+
+
+def generated_columns(batch: pa.Table, max_new_tokens: int) -> pa.Table:
+    """The processor's output rows in the pipeline's generated schema (errors become `generation_error`)."""
+    rows = batch.to_pylist()
+    for row in rows:
+        error = row.get(ERROR_COLUMN) or ""
+        generated = int(row.get("num_generated_tokens") or 0)
+        row.update(
+            teacher_response=(row.get("generated_text") or "").strip() if not error else "",
+            truncated=generated >= max_new_tokens,
+            prompt_tokens=int(row.get("num_input_tokens") or 0),
+            generated_tokens=generated,
+            generation_error=str(error),
+        )
+    return to_table(rows, pa.schema(list(PREPARED) + list(GENERATED)))
+
+
+def rewrite_with_vllm(ds, cfg: DistillConfig):
+    """Generate the rewrites of `ds` (prepared rows) with `ray.data.llm`; returns rows with GENERATED columns."""
+    from functools import partial
+
+    from ray.data.llm import build_processor
+
+    processor = build_processor(
+        processor_config(cfg),
+        preprocess=partial(request, max_new_tokens=cfg.max_new_tokens, chat=has_chat_template(cfg.teacher.path)),
+        preprocess_map_kwargs={"num_cpus": 0.25},
+    )
+    return processor(ds).map_batches(
+        generated_columns, fn_kwargs={"max_new_tokens": cfg.max_new_tokens}, batch_format="pyarrow", num_cpus=0.25
+    )
