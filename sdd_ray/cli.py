@@ -11,7 +11,7 @@ import sys
 import typer
 
 from sdd_ray.distill.cli import distill
-from sdd_ray.evaluate.cli import evaluate
+from sdd_ray.evaluate.cli import compare, evaluate
 from sdd_ray.prune.cli import prune
 from sdd_ray.specdec.cli import specdec
 
@@ -32,6 +32,7 @@ def _root() -> None:
 
 app.command()(distill)
 app.command()(evaluate)
+app.command()(compare)
 app.command()(prune)
 app.command()(specdec)
 

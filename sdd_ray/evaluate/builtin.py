@@ -33,11 +33,17 @@ def is_correct(task: str, response: str, answer: str) -> bool:
 
 
 def _stderr(p: float, n: int) -> float:
-    return math.sqrt(p * (1 - p) / n) if n > 1 else 0.0
+    """Standard error of a mean of 0/1 scores with the sample variance, as lm-eval's `mean_stderr`."""
+    return math.sqrt(p * (1 - p) / (n - 1)) if n > 1 else 0.0
 
 
-def evaluate_rows(model, tokenizer, task: str, rows: list[dict], batch_size: int = 32) -> dict:
-    """Accuracy of `model` on toy rows of one `task`; returns {metric, value, stderr, n, ...}."""
+def evaluate_rows(
+    model, tokenizer, task: str, rows: list[dict], batch_size: int = 32, log_samples: bool = False
+) -> dict:
+    """Accuracy of `model` on toy rows of one `task`; returns {metric, value, stderr, n, ...}.
+
+    With `log_samples`, `per_example` holds each row's 0/1 score of the reported metric.
+    """
     prompts = [render_prompt(tokenizer, r["instruction"], r["input"]) for r in rows]
     generations = generate_texts(model, tokenizer, prompts, MAX_NEW_TOKENS[task], batch_size)
     correct = [is_correct(task, g.text, r["answer"]) for g, r in zip(generations, rows)]
@@ -51,24 +57,30 @@ def evaluate_rows(model, tokenizer, task: str, rows: list[dict], batch_size: int
             contexts += [context] * len(r["choices"])
             options += r["choices"]
         scores = continuation_logprobs(model, tokenizer, contexts, options, batch_size * 4)
-        hits, offset = 0, 0
+        hits, offset = [], 0
         for r in rows:
             k = len(r["choices"])
             choice_scores = scores[offset : offset + k]
-            hits += int(choice_scores.index(max(choice_scores)) == r["gold_index"])
+            hits.append(choice_scores.index(max(choice_scores)) == r["gold_index"])
             offset += k
-        result.update(value=hits / n, acc_letter=letter_acc)
-    else:
-        result["value"] = sum(correct) / n
+        result["acc_letter"] = letter_acc
+        correct = hits
+    result["value"] = sum(correct) / n
     result["stderr"] = _stderr(result["value"], n)
+    if log_samples:
+        result["per_example"] = [float(c) for c in correct]
     return result
 
 
 def evaluate_builtin(
-    model, tokenizer, tasks: list[str], limit: int = 200, batch_size: int = 32, seed: int = 0
+    model, tokenizer, tasks: list[str], limit: int = 200, batch_size: int = 32, seed: int = 0,
+    log_samples: bool = False,
 ) -> dict[str, dict]:
     """Evaluate on the held-out (`eval` split) toy examples of each task."""
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown built-in task(s) {unknown}; choose from {list(TASKS)}")
-    return {t: evaluate_rows(model, tokenizer, t, generate(t, limit, "eval", seed), batch_size) for t in tasks}
+    return {
+        t: evaluate_rows(model, tokenizer, t, generate(t, limit, "eval", seed), batch_size, log_samples)
+        for t in tasks
+    }

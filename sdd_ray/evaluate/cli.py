@@ -1,4 +1,4 @@
-"""`sdd-ray evaluate`."""
+"""`sdd-ray evaluate` and `sdd-ray compare`."""
 
 from __future__ import annotations
 
@@ -13,25 +13,71 @@ from sdd_ray.cli_utils import console, parse_list
 def evaluate(
     model: Annotated[str, typer.Option(help="Model directory or hub id; `toy-teacher` for the committed toy teacher.")],
     out: Annotated[Path, typer.Option(help="Where to write results.json.")] = Path("results.json"),
-    tasks: Annotated[str, typer.Option(help="Comma-separated task names.")] = "arith,facts,instruct",
+    tasks: Annotated[
+        Optional[str],
+        typer.Option(help="Comma-separated task names [default: arith,facts,instruct (builtin); the leaderboard-v1 six (harness)]."),
+    ] = None,
     evaluator: Annotated[str, typer.Option(help="builtin (toy tasks) or harness (lm-eval).")] = "builtin",
-    limit: Annotated[Optional[int], typer.Option(help="Examples per task.")] = 200,
+    baseline: Annotated[
+        Optional[str], typer.Option(help="Unpruned baseline: a results.json, or a model to evaluate too; adds recovery_pct.")
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Examples per task (0: all).")] = 200,
     batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 32,
+    backend: Annotated[str, typer.Option(help="Harness backend: hf (CPU/GPU) or vllm (GPU).")] = "hf",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the toy eval split.")] = 0,
+    use_ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Evaluate as Ray tasks (model and baseline in parallel).")] = False,
+    num_cpus: Annotated[float, typer.Option(help="CPUs per Ray evaluation.")] = 1.0,
+    num_gpus: Annotated[float, typer.Option(help="GPUs per Ray evaluation.")] = 0.0,
+    config: Annotated[
+        Optional[Path], typer.Option(help="YAML EvaluateConfig (task table, harness settings); flags given here override it.")
+    ] = None,
 ) -> None:
-    """Evaluate a model on a task suite and write results.json (per-task accuracy, n, average)."""
-    from sdd_ray.config import validate_config
+    """Evaluate a model on a task suite and write results.json (per-task accuracy, n, average, recovery %)."""
+    from sdd_ray.config import load_config, validate_config
     from sdd_ray.evaluate.config import EvaluateConfig
     from sdd_ray.evaluate.run import run_evaluate
     from sdd_ray.models import as_spec
 
-    cfg = validate_config(
-        EvaluateConfig,
-        {"model": as_spec(model).model_dump(), "tasks": parse_list(tasks), "evaluator": evaluator,
-         "limit": limit, "batch_size": batch_size},
-        source="command line",
-    )
+    spec = as_spec(model).model_copy(update={"device": device, "dtype": dtype})
+    data = {
+        "model": spec.model_dump(), "evaluator": evaluator, "limit": limit or None, "batch_size": batch_size,
+        "baseline": baseline, "seed": seed, "use_ray": use_ray,
+        "resources": {"num_cpus": num_cpus, "num_gpus": num_gpus},
+    }
+    if tasks is not None:
+        data["tasks"] = parse_list(tasks)
+    if config is not None:
+        cfg = load_config(EvaluateConfig, config)
+        data["harness"] = {**cfg.harness.model_dump(), "backend": backend}
+        data["resources"] = {**cfg.resources.model_dump(), **data["resources"]}
+        data.setdefault("tasks", cfg.tasks)
+    else:
+        data["harness"] = {"backend": backend}
+    cfg = validate_config(EvaluateConfig, data, source="command line")
     results = run_evaluate(cfg, out)
     for task, r in results["tasks"].items():
-        console.print(f"{task:>10}  {r['metric']:<12} {r['value']:.3f}  (n={r['n']})")
-    console.print(f"{'average':>10}  {results['average']:.3f}")
+        stderr = f" ± {r['stderr']:.3f}" if r.get("stderr") is not None else ""
+        console.print(f"{task:>14}  {r['metric']:<26} {r['value']:.3f}{stderr}  (n={r['n']})")
+    console.print(f"{'average':>14}  {'':<26} {results['average']:.3f}")
+    if "recovery_pct" in results:
+        console.print(f"{'recovery':>14}  {'':<26} {results['recovery_pct']:.1f}% of {results['baseline']['model']}")
     console.print(f"wrote {out}")
+
+
+def compare(
+    results: Annotated[list[Path], typer.Argument(help="results.json files, one per model (the first is the baseline).")],
+    out: Annotated[Path, typer.Option(help="Folder for comparison.md, comparison.csv and comparison.png.")] = Path("comparison"),
+    names: Annotated[
+        Optional[str], typer.Option(help="Comma-separated row names, one per file (e.g. baseline,no_ft,sft,sdd,merged).")
+    ] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Name of the row recovery is measured against [default: the first].")] = None,
+) -> None:
+    """Paper-style table of several results.json files: rows = models, columns = tasks, average, recovery %."""
+    from sdd_ray.evaluate.compare import run_compare
+
+    written = run_compare(results, out, parse_list(names) if names else None, baseline)
+    console.print(Path(written["files"]["markdown"]).read_text())
+    for path in written["files"].values():
+        console.print(f"wrote {path}")

@@ -1,22 +1,113 @@
-"""Configuration of the evaluation stage."""
+"""Configuration of the evaluation stage.
+
+Task lists, few-shot counts and reported metrics live here, not in code. The defaults reproduce the
+paper's suite, the Open LLM Leaderboard v1 settings (ARC-Challenge 25-shot acc_norm, HellaSwag
+10-shot acc_norm, MMLU 5-shot, TruthfulQA mc2 0-shot, Winogrande 5-shot, GSM8K 5-shot exact match);
+the `toy_*` and `gsm8k_local` tasks run the same harness over local files.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sdd_ray.config import ModelSpec, StrictModel
+from sdd_ray.toy.tasks import TASKS as BUILTIN_TASKS
+
+DEFAULT_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "test.jsonl"
+
+
+class HarnessTask(StrictModel):
+    """How one lm-eval task is run and which of its numbers is reported."""
+
+    num_fewshot: int = Field(0, ge=0)
+    metric: str = "acc"
+    """The lm-eval metric reported as the task's accuracy (`acc`, `acc_norm`, `exact_match`)."""
+    filter: str = "none"
+    """The lm-eval filter whose metric is reported (`none`; for GSM8K `strict-match`)."""
+
+
+LEADERBOARD_V1 = {
+    "arc_challenge": HarnessTask(num_fewshot=25, metric="acc_norm"),
+    "hellaswag": HarnessTask(num_fewshot=10, metric="acc_norm"),
+    "mmlu": HarnessTask(num_fewshot=5, metric="acc"),
+    "truthfulqa_mc2": HarnessTask(num_fewshot=0, metric="acc"),
+    "winogrande": HarnessTask(num_fewshot=5, metric="acc"),
+    "gsm8k": HarnessTask(num_fewshot=5, metric="exact_match", filter="strict-match"),
+}
+LOCAL = {
+    "toy_arith": HarnessTask(num_fewshot=0, metric="exact_match"),
+    "toy_facts": HarnessTask(num_fewshot=0, metric="acc"),
+    "toy_instruct": HarnessTask(num_fewshot=0, metric="acc"),
+    "gsm8k_local": HarnessTask(num_fewshot=5, metric="exact_match", filter="strict-match"),
+}
+
+
+class HarnessConfig(StrictModel):
+    """lm-evaluation-harness settings: backend, task table, local data."""
+
+    backend: Literal["hf", "vllm"] = "hf"
+    """`hf`: transformers on CPU or GPU; `vllm`: vLLM on a GPU (tensor parallel over `num_gpus`)."""
+    task_settings: dict[str, HarnessTask] = Field(default_factory=lambda: {**LEADERBOARD_V1, **LOCAL})
+    """Every task the harness may run; add lm-eval task names here (few-shot count and metric)."""
+    include_paths: list[str] = Field(default_factory=list)
+    """Extra folders of lm-eval task YAMLs (`TaskManager(include_path=...)`)."""
+    gsm8k_path: str = str(DEFAULT_GSM8K)
+    """The JSON-lines file (`question`, `answer`) behind the `gsm8k_local` task."""
+    apply_chat_template: bool = False
+    """Wrap prompts in the tokenizer's chat template (instruct models on real benchmarks)."""
+    bootstrap_iters: int = Field(1000, ge=0)
+    """Bootstrap resamples for the stderr of non-mean metrics (0: no stderr)."""
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    """vLLM only: the share of GPU memory vLLM may take."""
+    max_model_len: int | None = Field(None, gt=0)
+    """vLLM only: the context length to allocate for (None: the model's)."""
+
+
+class RayResources(StrictModel):
+    """What one evaluation (one model, or one model x task with `split_tasks`) asks Ray for."""
+
+    num_cpus: float = Field(1.0, gt=0)
+    """CPU slots per evaluation; fractions share a small box (0.5 on 2 CPUs runs two at once)."""
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs per evaluation: 1 on a GPU cluster (one model per GPU); >1 for vLLM tensor parallelism."""
+    split_tasks: bool = False
+    """Run each (model, task) pair as its own Ray task instead of one Ray task per model."""
 
 
 class EvaluateConfig(StrictModel):
     """Evaluate one model on a task suite, optionally against an unpruned baseline."""
 
     model: ModelSpec
-    tasks: list[str] = Field(default_factory=lambda: ["arith", "facts", "instruct"], min_length=1)
+    tasks: list[str] | None = Field(None, min_length=1)
+    """Task names; None: `arith, facts, instruct` (builtin) or the leaderboard-v1 six (harness)."""
     evaluator: Literal["builtin", "harness"] = "builtin"
     limit: int | None = Field(200, gt=0)
-    """Examples per task (None: the whole task)."""
+    """Examples per task (None: the whole task; the toy tasks then have 1000)."""
     batch_size: int = Field(32, gt=0)
+    seed: int = 0
+    """Seed of the toy `eval` split (the same seed gives the same examples to both evaluators)."""
     baseline: str | None = None
     """A `results.json` of the unpruned model, or a model to evaluate first; gives `recovery_pct`."""
+    harness: HarnessConfig = Field(default_factory=HarnessConfig)
+    resources: RayResources = Field(default_factory=RayResources)
+    use_ray: bool = False
+    """Evaluate as Ray tasks (model and baseline in parallel; on a cluster, on a GPU node)."""
+
+    @model_validator(mode="after")
+    def _check_tasks(self) -> "EvaluateConfig":
+        if self.tasks is None:
+            default = list(BUILTIN_TASKS) if self.evaluator == "builtin" else list(LEADERBOARD_V1)
+            object.__setattr__(self, "tasks", default)
+        if self.evaluator == "builtin":
+            known, hint = list(BUILTIN_TASKS), ""
+        else:
+            known, hint = list(self.harness.task_settings), " (add lm-eval tasks under harness.task_settings)"
+        unknown = [t for t in self.tasks if t not in known]
+        if unknown:
+            raise ValueError(f"unknown {self.evaluator} task(s) {unknown}; choose from {known}{hint}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks repeat a name: {self.tasks}")
+        return self

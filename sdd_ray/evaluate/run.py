@@ -1,30 +1,50 @@
-"""Run an evaluation and write `results.json`."""
+"""Run an evaluation (built-in or harness), attach recovery against a baseline, write `results.json`.
+
+`run_evaluate(cfg, out)` is what the CLI, `jobs/evaluate.py` and the pipeline call. With
+`cfg.use_ray` the model (and a baseline model, in parallel) are evaluated as Ray tasks; otherwise
+in this process.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from sdd_ray.config import ModelSpec
 from sdd_ray.evaluate.config import EvaluateConfig
+from sdd_ray.evaluate.recovery import average, check_same_task_names, is_results_file, load_results, recovery_pct
+
+__all__ = ["average", "evaluate_model", "run_evaluate", "write_json"]
 
 
-def average(tasks: dict[str, dict]) -> float:
-    return sum(r["value"] for r in tasks.values()) / len(tasks)
-
-
-def evaluate_model(cfg: EvaluateConfig) -> dict:
-    """Results of `cfg.model` on `cfg.tasks`: {model, evaluator, tasks: {task: {metric, value, ...}}, average}."""
+def evaluate_model(cfg: EvaluateConfig, log_samples: bool = False) -> dict:
+    """Results of `cfg.model` on `cfg.tasks`: {model, evaluator, tasks: {task: {metric, value, stderr, n}}, average}."""
     import torch
 
-    from sdd_ray.evaluate.builtin import evaluate_builtin
-    from sdd_ray.models import load_model_and_tokenizer
+    if cfg.evaluator == "harness":
+        from sdd_ray.evaluate.harness import evaluate_harness
 
-    if cfg.evaluator != "builtin":
-        raise NotImplementedError(f"evaluator {cfg.evaluator!r} is not available yet")
-    model, tokenizer = load_model_and_tokenizer(cfg.model)
-    with torch.inference_mode():
-        tasks = evaluate_builtin(model, tokenizer, cfg.tasks, cfg.limit or 1000, cfg.batch_size)
-    return {"model": cfg.model.path, "evaluator": cfg.evaluator, "tasks": tasks, "average": average(tasks)}
+        tasks = evaluate_harness(cfg.model, cfg.tasks, cfg, log_samples)
+        for name, result in tasks.items():
+            result["num_fewshot"] = cfg.harness.task_settings[name].num_fewshot
+    else:
+        from sdd_ray.evaluate.builtin import evaluate_builtin
+        from sdd_ray.models import load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(cfg.model)
+        with torch.inference_mode():
+            tasks = evaluate_builtin(
+                model, tokenizer, cfg.tasks, cfg.limit or 1000, cfg.batch_size, cfg.seed, log_samples
+            )
+    return {
+        "model": cfg.model.path,
+        "evaluator": cfg.evaluator,
+        "backend": cfg.harness.backend if cfg.evaluator == "harness" else "hf",
+        "limit": cfg.limit,
+        "seed": cfg.seed,
+        "tasks": tasks,
+        "average": average(tasks),
+    }
 
 
 def write_json(data: dict, out: str | Path) -> Path:
@@ -37,7 +57,38 @@ def write_json(data: dict, out: str | Path) -> Path:
     return out
 
 
-def run_evaluate(cfg: EvaluateConfig, out: str | Path) -> dict:
-    results = evaluate_model(cfg)
-    write_json(results, out)
+def _evaluate_all(cfg: EvaluateConfig, models: list[ModelSpec]) -> list[dict]:
+    if cfg.use_ray:
+        from sdd_ray.evaluate.ray_eval import evaluate_many
+
+        return evaluate_many(models, cfg)
+    return [evaluate_model(cfg.model_copy(update={"model": m})) for m in models]
+
+
+def run_evaluate(cfg: EvaluateConfig, out: str | Path | None = None) -> dict:
+    """Evaluate `cfg.model` (and a baseline model), add `recovery_pct`, write `out` if given."""
+    from sdd_ray.models import as_spec
+
+    baseline = None
+    models = [cfg.model]
+    if cfg.baseline and is_results_file(cfg.baseline):
+        baseline = load_results(cfg.baseline)
+        baseline_source = cfg.baseline
+        check_same_task_names(cfg.tasks, list(baseline["tasks"]), ("--tasks", cfg.baseline))
+    elif cfg.baseline:
+        models.append(as_spec(cfg.baseline))
+        baseline_source = "evaluated in this run"
+    evaluated = _evaluate_all(cfg, models)
+    results = evaluated[0]
+    if cfg.baseline:
+        baseline = baseline or evaluated[1]
+        results["recovery_pct"] = recovery_pct(results, baseline)
+        results["baseline"] = {
+            "model": baseline.get("model"),
+            "source": baseline_source,
+            "average": average(baseline["tasks"]),
+            "tasks": baseline["tasks"],
+        }
+    if out is not None:
+        write_json(results, out)
     return results
