@@ -1,0 +1,152 @@
+"""`run_pipeline`: run every stage unit of a config on Ray, reusing finished outputs, then report.
+
+The driver (`sdd-ray run` or `jobs/pipeline.py` under `ray job submit`) only schedules: each unit
+runs as a Ray task with the resources its stage is given (`ray.resources`), as soon as the units it
+reads from are finished, so independent units (the two fine-tuning arms, the evaluations) run side
+by side where the cluster has room. Stages that start their own Ray workers (distillation's actor
+pool, Ray Train's worker group) run in a zero-CPU task that only waits for them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from sdd_ray.pipeline.cache import StageCache
+from sdd_ray.pipeline.config import RunConfig
+from sdd_ray.pipeline.plan import ARTIFACT, Job, Plan, build_plan, upstream_jobs
+
+RUNNERS = {
+    "prune": ("sdd_ray.prune.run", "run_prune"),
+    "distill": ("sdd_ray.distill.run", "run_distill"),
+    "finetune": ("sdd_ray.train.run", "run_finetune"),
+    "merge": ("sdd_ray.merge.run", "run_merge"),
+    "evaluate": ("sdd_ray.evaluate.run", "run_evaluate"),
+    "specdec": ("sdd_ray.specdec.run", "run_specdec"),
+}
+
+
+class StageFailed(RuntimeError):
+    """A stage unit raised; the message names the unit and where its partial output is."""
+
+
+def run_stage(stage: str, config, out: str) -> tuple[dict, float]:
+    """Run one unit (inside a Ray task): `run_<stage>(config, out)`, and its wall time."""
+    import importlib
+
+    module, function = RUNNERS[stage]
+    run = getattr(importlib.import_module(module), function)
+    started = time.perf_counter()
+    result = run(config, out)
+    return result, time.perf_counter() - started
+
+
+class Progress:
+    """One line per event: `[mm:ss] label: what`, to stdout (the job log)."""
+
+    def __init__(self, stream=None):
+        self.start = time.monotonic()
+        self.stream = stream or sys.stdout
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def line(self, label: str, text: str) -> None:
+        minutes, seconds = divmod(int(self.elapsed()), 60)
+        print(f"[{minutes:02d}:{seconds:02d}] {label}: {text}", file=self.stream, flush=True)
+
+
+def connect(cfg: RunConfig, address: str | None = None) -> str:
+    """Join the cluster at `address`, `cfg.ray.address` or `RAY_ADDRESS`; else start a local Ray."""
+    import ray
+
+    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        return "already connected"
+    if address:
+        ray.init(address=address, configure_logging=False)
+        return f"cluster at {address}"
+    ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, configure_logging=False)
+    return f"local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+
+
+def _remote_options(cfg: RunConfig, stage_name: str) -> dict:
+    resources = cfg.ray.resources["baseline" if stage_name == "baseline" else stage_name]
+    options = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus, "max_retries": 0}
+    if resources.memory_gb:
+        options["memory"] = int(resources.memory_gb * 2**30)
+    return options
+
+
+def _resource_stage(job: Job) -> str:
+    """The `ray.resources` entry of a job: its stage, or `baseline` for the baseline evaluation."""
+    return "baseline" if job.label == "evaluate[baseline]" else job.unit.stage
+
+
+def execute(plan: Plan, cfg: RunConfig, progress: Progress) -> dict[str, dict]:
+    """Run every unfinished unit of `plan`; returns {label: marker} of every unit (run now or reused)."""
+    import ray
+
+    remote_stage = ray.remote(run_stage)
+    cache: StageCache = plan.cache
+    done: dict[str, dict] = {}
+    pending = list(plan.jobs)
+    running: dict = {}  # ObjectRef -> (job, start time)
+    last_beat = time.monotonic()
+    while pending or running:
+        for job in list(pending):
+            if any(up.label not in done for up in upstream_jobs(plan, job)):
+                continue
+            pending.remove(job)
+            state = cache.state(job.unit)
+            if state == "done":
+                marker = cache.result(job.unit)
+                done[job.label] = {**marker, "cached": True}
+                progress.line(job.label, f"reused {cache.dir(job.unit)} (took {marker['wall_s']:.1f} s when run)")
+                continue
+            out = cache.begin(job.unit) / ARTIFACT[job.unit.stage]
+            verb = "resuming" if state == "partial" else "start"
+            progress.line(job.label, f"{verb}: {job.doing}")
+            options = _remote_options(cfg, _resource_stage(job))
+            ref = remote_stage.options(**options, name=job.label).remote(job.unit.stage, job.config, str(out))
+            running[ref] = (job, time.monotonic())
+        if not running:
+            continue
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=min(cfg.heartbeat_s, 5.0))
+        for ref in ready:
+            job, started = running.pop(ref)
+            try:
+                result, wall = ray.get(ref)
+            except ray.exceptions.RayError as error:
+                for other in running:
+                    ray.cancel(other, force=True)
+                raise StageFailed(
+                    f"{job.label} failed (partial output kept in {cache.dir(job.unit)}; rerun to resume): {error}"
+                ) from error
+            cache.complete(job.unit, result, wall)
+            done[job.label] = {**cache.result(job.unit), "cached": False}
+            progress.line(job.label, f"done in {wall:.1f} s ({time.monotonic() - started:.1f} s with scheduling)")
+        if running and time.monotonic() - last_beat >= cfg.heartbeat_s:
+            last_beat = time.monotonic()
+            now = time.monotonic()
+            busy = ", ".join(f"{job.label} {now - started:.0f} s" for job, started in running.values())
+            progress.line("running", busy)
+    return done
+
+
+def run_pipeline(cfg: RunConfig, address: str | None = None, out: str | Path | None = None) -> dict:
+    """Run the pipeline of `cfg` into `out` (default `cfg.out`); returns the summary (also `<out>/summary.json`)."""
+    from sdd_ray.pipeline.report import write_report
+
+    out = Path(out or cfg.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    progress = Progress()
+    plan = build_plan(cfg, out)
+    progress.line("pipeline", f"{len(plan.jobs)} units, stages {', '.join(cfg.stages)}, out {out}")
+    progress.line("ray", connect(cfg, address))
+    markers = execute(plan, cfg, progress)
+    summary = write_report(cfg, plan, markers, out)
+    progress.line("report", f"wrote {out / 'report.md'} and {out / 'summary.json'}")
+    return summary
