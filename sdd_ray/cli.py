@@ -32,6 +32,7 @@ def _root() -> None:
 
 app.command()(distill)
 app.command()(evaluate)
+app.command()(merge)
 app.command()(run)
 app.command()(compare)
 app.command()(prune)
