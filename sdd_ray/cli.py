@@ -12,9 +12,9 @@ import typer
 
 from sdd_ray.distill.cli import distill
 from sdd_ray.evaluate.cli import compare, evaluate
-from sdd_ray.merge.cli import merge
 from sdd_ray.prune.cli import prune
 from sdd_ray.specdec.cli import specdec
+from sdd_ray.train.cli import finetune
 
 app = typer.Typer(
     name="sdd-ray",
@@ -38,6 +38,7 @@ app.command()(run)
 app.command()(compare)
 app.command()(prune)
 app.command()(specdec)
+app.command()(finetune)
 
 
 def main() -> None:

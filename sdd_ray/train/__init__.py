@@ -1,0 +1,1 @@
+"""Fine-tuning on Ray Train (DeepSpeed ZeRO or DDP; LoRA or full)."""

@@ -1,0 +1,101 @@
+"""Configuration of the fine-tuning stage (Ray Train + DeepSpeed ZeRO or DDP, LoRA or full).
+
+The SFT and SDD arms of the paper use one config and differ only in `response_column`: a
+distillation output carries both the teacher-rewritten `response` and the `original_response`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from sdd_ray.config import ModelSpec, StrictModel
+
+LLAMA_LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class LoraSpec(StrictModel):
+    """LoRA adapters (peft); the paper fine-tunes with LoRA."""
+
+    rank: int = Field(8, gt=0)
+    alpha: float = Field(16.0, gt=0)
+    """Scaling numerator: the adapter update is multiplied by alpha / rank."""
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: list(LLAMA_LINEAR_MODULES), min_length=1)
+    """Names of the linear layers that get adapters (Llama/Mistral/Qwen naming by default)."""
+
+
+class FinetuneConfig(StrictModel):
+    """Fine-tune `model` on `data` with Ray Train; every worker reads its settings from this config."""
+
+    model: ModelSpec
+    data: str
+    """A distillation output directory (its `data/*.parquet`), a .parquet/.jsonl file or directory of them,
+    `toy:<task>` / `toy:all` (the toy fine-tuning split), or `hf:<name>[:<config>]` (a Hugging Face dataset)."""
+    data_limit: int | None = Field(None, gt=0)
+    """Use only the first `data_limit` rows (toy sources: rows generated)."""
+    response_column: Literal["response", "original_response"] = "response"
+    """`response`: the self-distilled response (SDD arm); `original_response`: the original label (SFT arm)."""
+
+    strategy: Literal["deepspeed", "ddp"] = "deepspeed"
+    zero_stage: Literal[2, 3] = 2
+    offload_optimizer: bool = False
+    """DeepSpeed: keep optimizer states in CPU memory (needs DeepSpeed's CPU Adam, JIT-compiled on first use)."""
+    offload_params: bool = False
+    """DeepSpeed ZeRO-3 only: keep parameters in CPU memory."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """`auto`: bf16 on GPUs that support it, fp32 on the CPU."""
+
+    method: Literal["lora", "full"] = "lora"
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    save_adapter: bool = False
+    """With LoRA, also write the adapter alone to `<out>/adapter/` (the model dir holds the merged weights)."""
+
+    num_workers: int = Field(2, gt=0)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    """CPUs reserved per worker; on the CPU it is also the worker's torch thread count (rounded down, >= 1)."""
+
+    epochs: int = Field(1, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    """Stop after this many optimizer steps (overrides `epochs` when smaller)."""
+    batch_size: int = Field(8, gt=0)
+    """Sequences per worker per micro-batch."""
+    grad_accum: int = Field(1, gt=0)
+    """Micro-batches per optimizer step; the global batch is batch_size x grad_accum x num_workers."""
+    lr: float = Field(2e-4, gt=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    """The cosine schedule decays to lr x min_lr_ratio."""
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    """Fraction of the optimizer steps spent in linear warm-up."""
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int = Field(512, gt=1)
+    """Prompt + response tokens per sequence."""
+    overlong: Literal["truncate", "reject"] = "truncate"
+    """A longer sequence is cut to `max_length` (response end lost) or dropped; both are counted."""
+    seed: int = 0
+
+    checkpoint_every: int = Field(0, ge=0)
+    """Save a resumable checkpoint every N optimizer steps (0: only at the end)."""
+    keep_checkpoints: int = Field(2, gt=0)
+    log_every: int = Field(1, gt=0)
+    """Print progress and report metrics to Ray every N optimizer steps."""
+    max_failures: int = Field(0, ge=0)
+    """Worker-group restarts Ray Train may make; each restart resumes from the last checkpoint."""
+    storage_path: str | None = None
+    """Where Ray Train keeps checkpoints (default: `<out>/ray`). A rerun with the same path and name resumes."""
+    run_name: str = "finetune"
+    fail_at_step: int | None = Field(None, gt=0)
+    """Testing aid: raise in worker 0 after this optimizer step's checkpoint, once per run directory."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "FinetuneConfig":
+        if self.offload_params and (self.strategy != "deepspeed" or self.zero_stage != 3):
+            raise ValueError("offload_params needs strategy deepspeed with zero_stage 3")
+        if self.offload_optimizer and self.strategy != "deepspeed":
+            raise ValueError("offload_optimizer needs strategy deepspeed")
+        if self.precision == "bf16" and not self.use_gpu:
+            raise ValueError("precision bf16 needs use_gpu (the CPU path trains in fp32)")
+        return self

@@ -1,0 +1,208 @@
+"""The per-worker training function that Ray Train runs: plain torch + DeepSpeed/DDP.
+
+`train_func(config)` reads everything from its config dict (`{"finetune": FinetuneConfig dump}`).
+Ray appears only in `get_dataset_shard`, `get_checkpoint`, `report` and `get_device`. Every
+worker reads the whole (small) data set, tokenizes it and takes its slice of one global batch plan
+(`sdd_ray.train.data.epoch_plan`), so all workers run the same steps in the same order on every
+run; a resumed run continues the same plan from the checkpoint's step, with the loss history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from sdd_ray.train.config import FinetuneConfig
+from sdd_ray.train.data import DataError, collate, epoch_plan, tokenize_rows, worker_slice
+
+STATE_FILE = "train_state.json"
+EXPORT_DIR = "export"  # the final checkpoint holds the HF model here, for the driver to copy out
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose (`fail_at_step`) to test restarts."""
+
+
+def _peak_memory_mib(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _plan_steps(num_examples: int, cfg: FinetuneConfig, world_size: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps)."""
+    global_batch = cfg.batch_size * world_size
+    steps_per_epoch = num_examples // global_batch // cfg.grad_accum
+    if steps_per_epoch == 0:
+        raise DataError(
+            f"{num_examples} usable examples do not fill one optimizer step of "
+            f"batch_size x num_workers x grad_accum = {global_batch * cfg.grad_accum} sequences"
+        )
+    total = steps_per_epoch * cfg.epochs
+    return steps_per_epoch, min(total, cfg.max_steps) if cfg.max_steps else total
+
+
+def _micro_batches(lengths, cfg: FinetuneConfig, step: int, steps_per_epoch: int, rank: int, world: int):
+    """This worker's example indices for each micro-batch of optimizer step `step` (0-based)."""
+    epoch, within = divmod(step, steps_per_epoch)
+    plan = epoch_plan(lengths, cfg.batch_size * world, cfg.seed, epoch)
+    first = within * cfg.grad_accum
+    return [worker_slice(batch, rank, world) for batch in plan[first : first + cfg.grad_accum]]
+
+
+def _load_model(cfg: FinetuneConfig, device):
+    import torch
+
+    from sdd_ray.models import load_model, load_tokenizer
+    from sdd_ray.train.export import apply_lora
+
+    torch.manual_seed(cfg.seed)  # same adapter init on every rank
+    spec = cfg.model.model_copy(update={"device": device.type, "dtype": "float32"})
+    model = load_model(spec, eval_mode=False)
+    if cfg.method == "lora":
+        model = apply_lora(model, cfg.lora)
+    return model, load_tokenizer(cfg.model)
+
+
+def _save_state(directory: Path, engine, state: dict, rank: int) -> None:
+    import torch
+
+    engine.save(directory)
+    torch.save(torch.get_rng_state(), directory / f"rng_rank{rank}.pt")
+    if rank == 0:
+        (directory / STATE_FILE).write_text(json.dumps(state))
+
+
+def _load_state(directory: Path, engine, rank: int) -> dict:
+    import torch
+
+    engine.load(directory)
+    rng = directory / f"rng_rank{rank}.pt"
+    if rng.is_file():
+        torch.set_rng_state(torch.load(rng, weights_only=True))
+    return json.loads((directory / STATE_FILE).read_text())
+
+
+def _fail_once(cfg: FinetuneConfig, step: int, rank: int) -> None:
+    """Testing aid: raise once per run directory after `fail_at_step` (a marker file remembers)."""
+    if cfg.fail_at_step != step or rank != 0 or cfg.storage_path is None:
+        return
+    marker = Path(cfg.storage_path) / cfg.run_name / f".failed_at_{step}"
+    if not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        raise InjectedFailure(f"injected failure after step {step}")
+
+
+def train_func(config: dict) -> None:
+    """Train one worker's share; rank 0 prints progress, every rank reports to Ray Train."""
+    cfg = FinetuneConfig.model_validate(config["finetune"])
+    if not cfg.use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed is imported
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+
+    from sdd_ray.train.engines import build_engine
+
+    if not cfg.use_gpu:
+        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
+    bf16 = cfg.use_gpu and cfg.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
+
+    model, tokenizer = _load_model(cfg, device)
+    rows = list(ray.train.get_dataset_shard("train").iter_rows())
+    examples, stats = tokenize_rows(rows, tokenizer, cfg.response_column, cfg.max_length, cfg.overlong)
+    if not examples:
+        raise DataError(f"no usable rows: {stats.rows} rows, {stats.rejected} rejected {stats.reasons}")
+    lengths = [len(ids) for ids, _ in examples]
+    steps_per_epoch, total_steps = _plan_steps(len(examples), cfg, world)
+    engine = build_engine(model, cfg, total_steps, device, bf16)
+
+    state = {"step": 0, "history": [], "tokens": 0, "train_seconds": 0.0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = _load_state(Path(directory), engine, rank)
+        if rank == 0:
+            print(f"[finetune] resumed at step {state['step']}/{total_steps}", flush=True)
+    if checkpoint is None:
+        torch.manual_seed(cfg.seed + 1000 * rank)  # dropout streams; a resumed run restores its saved state
+
+    base = {"total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "rows": stats.rows,
+            "used": stats.used, "truncated": stats.truncated, "rejected": stats.rejected,
+            "resumed_from_step": state["step"]}
+    started = time.perf_counter()
+    step_tokens = torch.zeros(1, dtype=torch.float64)
+    start_step, start_seconds, start_tokens = state["step"], state["train_seconds"], state["tokens"]
+    for step in range(start_step, total_steps):
+        losses = []
+        batches = _micro_batches(lengths, cfg, step, steps_per_epoch, rank, world)
+        for i, indices in enumerate(batches):
+            input_ids, mask, labels = (t.to(engine.device) for t in collate([examples[j] for j in indices],
+                                                                             tokenizer.pad_token_id))
+            loss = engine.loss(input_ids, mask, labels)
+            engine.backward(loss, boundary=i == len(batches) - 1)
+            losses.append(loss.detach().float().cpu())
+            step_tokens += mask.sum().item()
+        summed = torch.stack([torch.stack(losses).mean(), step_tokens[0].float()]).to(engine.device)
+        dist.all_reduce(summed)  # sum over workers: mean loss x world, tokens
+        step_tokens.zero_()
+        state["step"] = step + 1
+        state["tokens"] += int(summed[1].item())
+        state["train_seconds"] = start_seconds + time.perf_counter() - started
+        state["history"].append({"step": step + 1, "loss": round(summed[0].item() / world, 6), "lr": engine.lr()})
+        done = step + 1 == total_steps
+        save = done or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0)
+        tokens_per_s = (state["tokens"] - start_tokens) / max(1e-9, state["train_seconds"] - start_seconds)
+        metrics = {**base, "step": step + 1, "loss": state["history"][-1]["loss"], "lr": engine.lr(),
+                   "tokens_per_s": tokens_per_s}
+        if rank == 0 and (save or (step + 1) % cfg.log_every == 0):
+            print(f"[finetune] step {step + 1}/{total_steps} loss {metrics['loss']:.4f} "
+                  f"lr {metrics['lr']:.2e} {tokens_per_s:,.0f} tok/s", flush=True)
+        if done:
+            break
+        if save:
+            with tempfile.TemporaryDirectory() as tmp:
+                _save_state(Path(tmp), engine, state, rank)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            _fail_once(cfg, step + 1, rank)
+        elif (step + 1) % cfg.log_every == 0:
+            ray.train.report(metrics)
+
+    _finish(cfg, engine, state, base, rank, device, bf16, start_tokens, start_seconds)
+
+
+def _finish(cfg: FinetuneConfig, engine, state: dict, base: dict, rank: int, device, bf16: bool,
+            start_tokens: int, start_seconds: float) -> None:
+    """Final checkpoint: the resumable state, the exported HF model and the run's figures."""
+    import ray.train
+    import torch.distributed as dist
+
+    from sdd_ray.train.export import export_model
+
+    peaks = [None] * dist.get_world_size()
+    dist.all_gather_object(peaks, round(_peak_memory_mib(device), 1))
+    full = engine.full_state_dict()
+    seconds = state["train_seconds"] - start_seconds
+    summary = {**base, "step": state["step"], "loss": state["history"][-1]["loss"] if state["history"] else None,
+               "tokens_per_s": (state["tokens"] - start_tokens) / seconds if seconds > 0 else 0.0,
+               "peak_memory_mib": peaks, "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "rss"}
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        _save_state(directory, engine, state, rank)
+        if rank == 0:
+            export_model(full, cfg.model, directory / EXPORT_DIR, lora=cfg.lora if cfg.method == "lora" else None,
+                         adapter_out=directory / "adapter" if cfg.save_adapter and cfg.method == "lora" else None,
+                         dtype="bfloat16" if bf16 else "float32")
+            (directory / "summary.json").write_text(json.dumps(summary))
+        ray.train.report(summary, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+

@@ -1,0 +1,97 @@
+"""Run the fine-tuning stage and write its outputs.
+
+`<out>/` becomes a plain HF model directory (config, safetensors weights, tokenizer) with
+`train_metrics.json` and `loss.png` beside the weights; Ray Train keeps its checkpoints under
+`<out>/checkpoints/` (or `storage_path`), and rerunning the same command resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from sdd_ray.train.config import FinetuneConfig
+from sdd_ray.train.loop import EXPORT_DIR, STATE_FILE
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    if src.is_dir():
+        tmp = dst.with_name(dst.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(src, tmp)
+        if dst.exists():
+            shutil.rmtree(dst)
+    else:
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+def plot_loss(history: list[dict], out: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], marker="." if len(history) < 50 else None)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (response tokens)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = out.with_name(out.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def collect_metrics(cfg: FinetuneConfig, checkpoint_dir: Path, wall_seconds: float) -> dict:
+    """`train_metrics.json`: the loss curve, throughput, memory, data counts and the config."""
+    state = json.loads((checkpoint_dir / STATE_FILE).read_text())
+    summary = json.loads((checkpoint_dir / "summary.json").read_text())
+    history = state["history"]
+    return {
+        "steps": history,
+        "initial_loss": history[0]["loss"] if history else None,
+        "final_loss": history[-1]["loss"] if history else None,
+        "total_steps": summary["total_steps"],
+        "steps_per_epoch": summary["steps_per_epoch"],
+        "resumed_from_step": summary["resumed_from_step"],
+        "tokens": state["tokens"],
+        "tokens_per_s": summary["tokens_per_s"],
+        "train_seconds": state["train_seconds"],
+        "wall_seconds": wall_seconds,
+        "peak_memory_mib": summary["peak_memory_mib"],
+        "memory_kind": summary["memory_kind"],
+        "data": {k: summary[k] for k in ("rows", "used", "truncated", "rejected")},
+        "config": cfg.model_dump(mode="json"),
+    }
+
+
+def run_finetune(cfg: FinetuneConfig, out: str | Path) -> dict:
+    """Fine-tune `cfg.model` on `cfg.data` into `out`; returns the `train_metrics.json` content."""
+    from sdd_ray.evaluate.run import write_json
+    from sdd_ray.train.trainer import fit
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = Path(cfg.storage_path) if cfg.storage_path else out / "checkpoints"
+    started = time.perf_counter()
+    result = fit(cfg, storage)
+    wall = time.perf_counter() - started
+    with result.checkpoint.as_directory() as directory:
+        directory = Path(directory)
+        for item in sorted((directory / EXPORT_DIR).iterdir()):
+            _copy_atomic(item, out / item.name)
+        if (directory / "adapter").is_dir():
+            _copy_atomic(directory / "adapter", out / "adapter")
+        metrics = collect_metrics(cfg, directory, wall)
+    write_json(metrics, out / "train_metrics.json")
+    arm = "SDD" if cfg.response_column == "response" else "SFT"
+    plot_loss(metrics["steps"], out / "loss.png", f"{cfg.strategy} {cfg.method} ({arm} column {cfg.response_column})")
+    return metrics

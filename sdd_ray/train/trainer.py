@@ -1,0 +1,109 @@
+"""Ray wiring of the fine-tuning stage: the data set as Ray Data, and the `TorchTrainer` around `train_func`.
+
+The data set is read and checked on the driver (missing columns and empty data fail before any
+worker starts), materialized once, and handed to every worker unsplit: each worker takes its slice
+of a global batch plan itself (see `sdd_ray.train.loop`), which keeps step counts equal across
+workers and the order identical on resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sdd_ray.train.config import FinetuneConfig
+from sdd_ray.train.data import DataError, check_columns
+
+
+def _toy_rows(source: str, limit: int | None) -> list[dict]:
+    from sdd_ray.toy.tasks import TASKS, finetune_rows
+
+    name = source.removeprefix("toy:")
+    tasks = TASKS if name == "all" else (name,)
+    if name != "all" and name not in TASKS:
+        raise DataError(f"unknown toy source {source!r}; choose from toy:all, " + ", ".join(f"toy:{t}" for t in TASKS))
+    per_task = -(-(limit or 300 * len(tasks)) // len(tasks))
+    rows = [row for task in tasks for row in finetune_rows(task, per_task)]
+    return rows[:limit] if limit else rows
+
+
+def data_files(source: str) -> tuple[str, list[str]]:
+    """("parquet"|"json", files) of a distillation output dir (`DIR/data/*.parquet`), a dir, or a file."""
+    path = Path(source)
+    if path.is_dir():
+        for folder in (path / "data", path):
+            for kind, pattern in (("parquet", "*.parquet"), ("json", "*.jsonl")):
+                files = sorted(str(p) for p in folder.glob(pattern))
+                if files:
+                    return kind, files
+        raise DataError(f"{source}: no data/*.parquet, *.parquet or *.jsonl files in this directory")
+    if not path.is_file():
+        raise DataError(f"{source}: no such file or directory (expected parquet/jsonl data, toy:<task> or hf:<name>)")
+    if path.suffix == ".parquet":
+        return "parquet", [str(path)]
+    if path.suffix in (".jsonl", ".json"):
+        return "json", [str(path)]
+    raise DataError(f"{source}: unsupported file type {path.suffix!r} (use .parquet or .jsonl)")
+
+
+def read_dataset(source: str, limit: int | None = None):
+    """The data set of `source` as a Ray Dataset."""
+    import ray.data
+
+    if source.startswith("toy:"):
+        return ray.data.from_items(_toy_rows(source, limit))
+    if source.startswith("hf:"):
+        import datasets
+
+        name, _, config = source.removeprefix("hf:").partition(":")
+        ds = ray.data.from_huggingface(datasets.load_dataset(name, config or None, split="train"))
+    else:
+        kind, files = data_files(source)
+        if all(Path(f).stat().st_size == 0 for f in files):
+            raise DataError(f"{source}: the data set is empty")
+        ds = ray.data.read_parquet(files) if kind == "parquet" else ray.data.read_json(files, lines=True)
+    return ds.limit(limit) if limit else ds
+
+
+def load_checked_dataset(cfg: FinetuneConfig):
+    """The materialized data set, after checking that it has rows and the columns training needs."""
+    ds = read_dataset(cfg.data, cfg.data_limit).materialize()
+    if ds.count() == 0:
+        raise DataError(f"{cfg.data}: the data set is empty")
+    check_columns(ds.schema().names, cfg.response_column, cfg.data)
+    return ds
+
+
+def build_trainer(cfg: FinetuneConfig, storage_path: str | Path, dataset):
+    """The `TorchTrainer` running `train_func` on `cfg.num_workers` workers."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from sdd_ray.train.loop import train_func
+
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
+    stored = cfg.model_copy(update={"storage_path": str(Path(storage_path).resolve())})
+    return TorchTrainer(
+        train_func,
+        train_loop_config={"finetune": stored.model_dump(mode="json")},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            storage_path=str(Path(storage_path).resolve()), name=cfg.run_name,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        datasets={"train": dataset},
+        dataset_config=DataConfig(datasets_to_split=[]),  # each worker slices the global plan itself
+    )
+
+
+def fit(cfg: FinetuneConfig, storage_path: str | Path):
+    """Run the training job (resuming from the run's last checkpoint if one exists); the Ray `Result`."""
+    import ray
+    import ray.data
+
+    if not ray.is_initialized():
+        ray.init(configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the workers' reads would draw bars
+    trainer = build_trainer(cfg, storage_path, load_checked_dataset(cfg))
+    return trainer.fit()
