@@ -12,6 +12,7 @@ import typer
 
 from sdd_ray.distill.cli import distill
 from sdd_ray.evaluate.cli import compare, evaluate
+from sdd_ray.merge.cli import merge
 from sdd_ray.prune.cli import prune
 from sdd_ray.specdec.cli import specdec
 from sdd_ray.train.cli import finetune

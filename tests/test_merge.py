@@ -421,3 +421,27 @@ def test_peak_memory_is_far_below_two_models(tmp_path):
     assert extra < 0.25 * two_models, measured  # whole parents in memory would be >= 100%
     merged = load_file(tmp_path / "merged" / "model-00001-of-00011.safetensors")
     assert all(t.dtype == torch.float32 for t in merged.values())
+
+
+def test_cli_takes_models_as_a_pair_a_comma_list_or_repeated(parents, tmp_path):
+    from typer.testing import CliRunner
+
+    from sdd_ray.cli import app
+
+    a, b = parents
+    runner = CliRunner()
+    for number, models in enumerate([[str(a), str(b)], [f"{a},{b}"], [str(a), "--models", str(b)]]):
+        out = tmp_path / f"m{number}"
+        result = runner.invoke(app, ["merge", "--models", *models, "--t", "0.25", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        record = json.loads((out / "merge.json").read_text())
+        assert [m["path"] for m in record["models"]] == [str(a), str(b)] and record["t"] == 0.25
+    config = tmp_path / "merge.yaml"
+    config.write_text(MERGEKIT_YAML.format(a=a, b=b))
+    result = runner.invoke(app, ["merge", "--config", str(config), "--out", str(tmp_path / "from_yaml")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "from_yaml" / "merge.json").read_text())
+    assert record["dtype"] == "bfloat16" and record["tensors"]["model.layers.5.self_attn.q_proj.weight"]["t"] == 1.0
+    assert record["tensors"]["model.layers.0.mlp.up_proj.weight"]["t"] == 1.0
+    result = runner.invoke(app, ["merge", "--models", str(a), "--out", str(tmp_path / "one")])
+    assert isinstance(result.exception, ConfigError) and "at least 2 items" in str(result.exception)
