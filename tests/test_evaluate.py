@@ -126,6 +126,9 @@ def test_cli_errors_are_clear(monkeypatch, capsys, tmp_path):
     assert code == 2 and "no such directory" in err
     code, err = run_cli(monkeypatch, capsys, "evaluate", "--model", "x", "--tasks", "arith,bogus")
     assert code == 2 and "unknown builtin task(s) ['bogus']" in err
+    (tmp_path / "eval.yaml").write_text("evaluator: harness\ntasks: [toy_arith, nope]\n")
+    code, err = run_cli(monkeypatch, capsys, "evaluate", "--model", "x", "--config", str(tmp_path / "eval.yaml"))
+    assert code == 2 and "eval.yaml: (root): unknown harness task(s) ['nope']" in err
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(results("a", arith=0.5)))
     b.write_text(json.dumps(results("b", facts=0.5)))

@@ -10,6 +10,16 @@ import typer
 from sdd_ray.cli_utils import console, parse_list
 
 
+def _set(data: dict, dotted: str, value) -> None:
+    """Set `data[a][b] = value` for `dotted="a.b"`, creating levels; a None value (flag not given) is skipped."""
+    if value is None:
+        return
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        data = data.setdefault(key, {})
+    data[leaf] = value
+
+
 def evaluate(
     model: Annotated[str, typer.Option(help="Model directory or hub id; `toy-teacher` for the committed toy teacher.")],
     out: Annotated[Path, typer.Option(help="Where to write results.json.")] = Path("results.json"),
@@ -17,45 +27,42 @@ def evaluate(
         Optional[str],
         typer.Option(help="Comma-separated task names [default: arith,facts,instruct (builtin); the leaderboard-v1 six (harness)]."),
     ] = None,
-    evaluator: Annotated[str, typer.Option(help="builtin (toy tasks) or harness (lm-eval).")] = "builtin",
+    evaluator: Annotated[Optional[str], typer.Option(help="builtin (toy tasks) or harness (lm-eval) [default: builtin].")] = None,
     baseline: Annotated[
         Optional[str], typer.Option(help="Unpruned baseline: a results.json, or a model to evaluate too; adds recovery_pct.")
     ] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Examples per task (0: all).")] = 200,
-    batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 32,
-    backend: Annotated[str, typer.Option(help="Harness backend: hf (CPU/GPU) or vllm (GPU).")] = "hf",
+    limit: Annotated[Optional[int], typer.Option(help="Examples per task; 0: all [default: 200].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size [default: 32].")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Harness backend: hf (CPU/GPU) or vllm (GPU) [default: hf].")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed of the toy eval split.")] = 0,
-    use_ray: Annotated[bool, typer.Option("--ray/--no-ray", help="Evaluate as Ray tasks (model and baseline in parallel).")] = False,
-    num_cpus: Annotated[float, typer.Option(help="CPUs per Ray evaluation.")] = 1.0,
-    num_gpus: Annotated[float, typer.Option(help="GPUs per Ray evaluation.")] = 0.0,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the toy eval split [default: 0].")] = None,
+    use_ray: Annotated[
+        Optional[bool], typer.Option("--ray/--no-ray", help="Evaluate as Ray tasks (model and baseline in parallel) [default: no].")
+    ] = None,
+    num_cpus: Annotated[Optional[float], typer.Option(help="CPUs per Ray evaluation [default: 1].")] = None,
+    num_gpus: Annotated[Optional[float], typer.Option(help="GPUs per Ray evaluation [default: 0].")] = None,
     config: Annotated[
         Optional[Path], typer.Option(help="YAML EvaluateConfig (task table, harness settings); flags given here override it.")
     ] = None,
 ) -> None:
     """Evaluate a model on a task suite and write results.json (per-task accuracy, n, average, recovery %)."""
-    from sdd_ray.config import load_config, validate_config
+    from sdd_ray.config import read_yaml, validate_config
     from sdd_ray.evaluate.config import EvaluateConfig
     from sdd_ray.evaluate.run import run_evaluate
     from sdd_ray.models import as_spec
 
-    spec = as_spec(model).model_copy(update={"device": device, "dtype": dtype})
-    data = {
-        "model": spec.model_dump(), "evaluator": evaluator, "limit": limit or None, "batch_size": batch_size,
-        "baseline": baseline, "seed": seed, "use_ray": use_ray,
-        "resources": {"num_cpus": num_cpus, "num_gpus": num_gpus},
-    }
-    if tasks is not None:
-        data["tasks"] = parse_list(tasks)
-    if config is not None:
-        cfg = load_config(EvaluateConfig, config)
-        data["harness"] = {**cfg.harness.model_dump(), "backend": backend}
-        data["resources"] = {**cfg.resources.model_dump(), **data["resources"]}
-        data.setdefault("tasks", cfg.tasks)
-    else:
-        data["harness"] = {"backend": backend}
-    cfg = validate_config(EvaluateConfig, data, source="command line")
+    data = read_yaml(config) if config is not None else {}
+    data["model"] = as_spec(model).model_copy(update={"device": device, "dtype": dtype}).model_dump()
+    for dotted, value in [
+        ("evaluator", evaluator), ("tasks", parse_list(tasks) if tasks is not None else None),
+        ("batch_size", batch_size), ("baseline", baseline), ("seed", seed), ("use_ray", use_ray),
+        ("harness.backend", backend), ("resources.num_cpus", num_cpus), ("resources.num_gpus", num_gpus),
+    ]:
+        _set(data, dotted, value)
+    if limit is not None:
+        data["limit"] = limit or None
+    cfg = validate_config(EvaluateConfig, data, source=str(config) if config else "command line")
     results = run_evaluate(cfg, out)
     for task, r in results["tasks"].items():
         stderr = f" ± {r['stderr']:.3f}" if r.get("stderr") is not None else ""
