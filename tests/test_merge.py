@@ -445,3 +445,13 @@ def test_cli_takes_models_as_a_pair_a_comma_list_or_repeated(parents, tmp_path):
     assert record["tensors"]["model.layers.0.mlp.up_proj.weight"]["t"] == 1.0
     result = runner.invoke(app, ["merge", "--models", str(a), "--out", str(tmp_path / "one")])
     assert isinstance(result.exception, ConfigError) and "at least 2 items" in str(result.exception)
+
+
+def test_parents_of_different_dtypes_merge_in_float32_into_the_base_dtype(parents, tmp_path):
+    a, b = parents
+    b_half = variant(b, tmp_path / "b_bf16", lambda w: {k: v.bfloat16() for k, v in w.items()})
+    run_merge(merge_cfg(a, b_half, t=0.3), tmp_path / "merged")
+    merged, wa, wb = weights(tmp_path / "merged"), weights(a), weights(b_half)
+    for name, tensor in merged.items():
+        assert tensor.dtype == torch.float32
+        assert torch.equal(tensor, slerp(wa[name], wb[name].float(), 0.3))

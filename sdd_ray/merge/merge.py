@@ -25,6 +25,7 @@ from sdd_ray.merge.schedule import TSetting, layer_index, resolve_t
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 PRUNING_JSON = "pruning.json"
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
 
 class MergeMismatchError(ConfigError):
@@ -76,6 +77,9 @@ class Checkpoint:
         """Decoder layers, counted from the tensor names (`...layers.<i>.`)."""
         indices = {layer_index(name) for name in self.tensors} - {None}
         return max(indices) + 1 if indices else 0
+
+    def torch_dtype(self, name: str) -> torch.dtype:
+        return SAFETENSORS_DTYPES[self.tensors[name].dtype]
 
     def read(self, name: str) -> torch.Tensor:
         with safe_open(self.tensors[name].file, framework="pt", device="cpu") as handle:
@@ -170,7 +174,8 @@ def merge_checkpoints(
 ) -> dict[str, dict]:
     """Write `method(base_tensor, other_tensor, t)` for every tensor into `out`; per-tensor report.
 
-    t = 0 keeps `base`, t = 1 gives `other`. `dtype` None keeps each base tensor's dtype.
+    t = 0 keeps `base`, t = 1 gives `other`. `dtype` None keeps each base tensor's dtype (when the
+    parents' dtypes differ the maths runs on float32 copies and the result is cast back).
     """
     check_compatible(base, other)
     num_layers = base.num_layers
@@ -179,16 +184,16 @@ def merge_checkpoints(
     report = {}
     for name in base.tensors:
         tensor_a, tensor_b = base.read(name), other.read(name)
-        out_dtype = dtype or tensor_a.dtype
-        if not tensor_a.is_floating_point():
-            merged, info = tensor_a, {"t": schedule[name], "method": "copy-base (not floating point)"}
+        if not tensor_a.is_floating_point():  # integer/bool buffers: nothing to interpolate, keep the base's
+            merged, info = tensor_a, {"t": schedule[name], "method": "copy", "theta": None}
         else:
             if tensor_a.dtype != tensor_b.dtype:
                 tensor_a, tensor_b = tensor_a.float(), tensor_b.float()
             merged, slerp_info = method(tensor_a, tensor_b, schedule[name])
+            merged = merged.to(dtype or base.torch_dtype(name))
             info = {"t": schedule[name], "method": slerp_info.method, "theta": slerp_info.theta}
         del tensor_a, tensor_b
-        writer.add(name, merged.to(out_dtype))
+        writer.add(name, merged)
         del merged
         report[name] = info
     writer.finish()
