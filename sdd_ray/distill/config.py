@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 
 from sdd_ray.config import ModelSpec, StrictModel
 from sdd_ray.data import DataSpec
@@ -66,10 +66,10 @@ class DistillConfig(StrictModel):
     """Show a progress bar with rows/s and tokens/s."""
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
 
-    @model_validator(mode="after")
-    def _check_templates(self) -> "DistillConfig":
-        unknown = sorted(set(self.templates) - set(DEFAULT_TEMPLATES))
+    @field_validator("templates")
+    @classmethod
+    def _complete_templates(cls, templates: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(templates) - set(DEFAULT_TEMPLATES))
         if unknown:
-            raise ValueError(f"templates: unknown kind(s) {unknown}; kinds are {sorted(DEFAULT_TEMPLATES)}")
-        self.__dict__["templates"] = {**DEFAULT_TEMPLATES, **self.templates}
-        return self
+            raise ValueError(f"unknown kind(s) {unknown}; kinds are {sorted(DEFAULT_TEMPLATES)}")
+        return {**DEFAULT_TEMPLATES, **templates}
