@@ -170,13 +170,13 @@ class RunConfig(StrictModel):
             if missing:
                 raise ValueError(f"stages: `{stage}` needs {missing} (it reads their outputs)")
         if "merge" in self.stages and not set(self.merge.arms) <= set(self.finetune.arms):
-            raise ValueError(f"merge.arms {self.merge.arms} must be fine-tuned arms {self.finetune.arms}")
+            raise ValueError(f"merge.arms: {self.merge.arms} must be fine-tuned arms {self.finetune.arms}")
         if "specdec" in self.stages:
             available = {"no_ft"} | (set(self.finetune.arms) if "finetune" in self.stages else set())
             available |= {"merged"} if "merge" in self.stages else set()
             missing = [d for d in self.specdec.drafts if d not in available]
             if missing:
-                raise ValueError(f"specdec.drafts {missing} are not produced by the stages run {self.stages}")
+                raise ValueError(f"specdec.drafts: {missing} are not produced by the stages run {self.stages}")
         return self
 
     def runs(self, stage: str) -> bool:
@@ -227,6 +227,9 @@ def load_run_config(path: str | Path, overrides: dict | None = None, check_model
     """A checked RunConfig from a YAML file; every problem is a `ConfigError` naming file and field."""
     data = read_yaml(path)
     data.update({key: value for key, value in (overrides or {}).items() if value is not None})
-    cfg = validate_config(RunConfig, data, str(path))
+    try:
+        cfg = validate_config(RunConfig, data, str(path))
+    except ConfigError as error:  # cross-field rules name their fields themselves
+        raise ConfigError(str(error).replace(": (root): ", ": ")) from None
     check_run_config(cfg, str(path), check_model=check_model)
     return cfg

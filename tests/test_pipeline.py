@@ -1,0 +1,326 @@
+"""The whole-run pipeline: configs, cache keys, cluster manifests, and a Ray job on a local two-node cluster."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sdd_ray.config import ConfigError, read_yaml
+from sdd_ray.pipeline.cache import StageCache, StageUnit, stage_key
+from sdd_ray.pipeline.config import RunConfig, check_run_config, load_run_config
+from sdd_ray.pipeline.plan import build_plan
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def write_config(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def short_config(model: Path, out: Path, **changes) -> dict:
+    """A run of every stage on a tiny model, small enough for a test."""
+    data = {
+        "model": str(model),
+        "out": str(out),
+        "prune": {"block_size": 2, "num_samples": 8, "num_workers": 0, "max_length": 64},
+        "distill": {"data": {"source": "toy:all", "limit": 12}, "max_new_tokens": 8, "batch_size": 4,
+                    "shard_rows": 4, "progress": False},
+        "finetune": {"strategy": "ddp", "num_workers": 1, "cpus_per_worker": 0.5, "max_steps": 2, "batch_size": 4,
+                     "max_length": 128},
+        "merge": {"t": 0.5},
+        "evaluate": {"limit": 4, "batch_size": 8},
+        "specdec": {"data": "toy:all", "limit": 2, "max_new_tokens": 8},
+    }
+    for block, value in changes.items():
+        data[block] = {**data[block], **value} if isinstance(value, dict) and block in data else value
+    return data
+
+
+# --- configs -----------------------------------------------------------------------------------
+
+def _stage_file_config(path: Path):
+    """`<stage>_*.yaml` files are one stage's settings without the model (given on the command line)."""
+    from sdd_ray.pipeline import config as pc
+
+    stage = path.stem.split("_")[0]
+    classes = {"prune": pc.PruneConfig, "distill": pc.DistillConfig, "finetune": pc.FinetuneConfig,
+               "merge": pc.MergeConfig, "evaluate": pc.EvaluateConfig, "specdec": pc.SpecDecConfig}
+    return classes.get(stage)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_config_validates(path):
+    """Run configs load as RunConfig (the model's depth checked when it is local); stage files as their stage."""
+    from sdd_ray.pipeline.config import WIRED, _stage_config
+
+    stage_cls = _stage_file_config(path)
+    if stage_cls is not None:
+        data = read_yaml(path)
+        placeholders = {"model": {"path": "placeholder"}, "teacher": {"path": "placeholder"}, "target": {"path": "p"},
+                        "drafts": {"d": {"path": "p"}}, "models": [{"path": "a"}, {"path": "b"}], "data": "placeholder"}
+        wired = {k: v for k, v in placeholders.items() if k in stage_cls.model_fields and k not in data}
+        _stage_config(stage_cls, {**data, **wired}, str(path), path.stem)
+        return
+    cfg = load_run_config(path, check_model=Path(RunConfig.model_validate(read_yaml(path)).model.path).is_dir())
+    assert cfg.prune.block_sizes and set(cfg.stages) >= {"baseline", "prune", "evaluate"}
+    referenced = cfg.specdec.data if cfg.specdec else ""
+    if referenced.endswith((".jsonl", ".parquet")):
+        assert (REPO / referenced).is_file(), f"{path.name}: specdec.data {referenced} is not in the repository"
+
+
+def test_demo_config_runs_every_stage(toy_teacher):
+    cfg = load_run_config(REPO / "configs" / "demo.yaml")
+    assert cfg.stages == ["baseline", "prune", "distill", "finetune", "merge", "evaluate", "specdec"]
+    assert cfg.finetune.arms == ["sft", "sdd"] and cfg.specdec.drafts == ["no_ft", "sft", "sdd"]
+
+
+def test_block_size_checked_against_the_model(tmp_path, tiny_llama):
+    path = write_config(tmp_path / "run.yaml", short_config(tiny_llama, tmp_path / "out", prune={"block_size": 6}))
+    with pytest.raises(ConfigError) as error:
+        load_run_config(path)
+    assert str(error.value) == f"{path}: prune.block_size: must be < num_hidden_layers (6), got 6"
+    path = write_config(tmp_path / "sweep.yaml", short_config(tiny_llama, tmp_path / "out", prune={"block_size": [2, 9]}))
+    with pytest.raises(ConfigError, match=r"prune.block_size: must be < num_hidden_layers \(6\), got 9"):
+        load_run_config(path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"finetune": {"lr": 0}}, "finetune.lr: Input should be greater than 0"),
+    ({"finetune": {"precision": "bf16"}}, "finetune: precision bf16 needs use_gpu (the CPU path trains in fp32)"),
+    ({"prune": {"block_size": [2, 2]}}, "prune.block_size: block sizes repeat: [2, 2]"),
+    ({"distill": {"bogus": 1}}, "distill.bogus: unknown field"),
+    ({"merge": {"arms": ["sdd", "sft"]}, "finetune": {"arms": ["sdd"]}, "specdec": {"drafts": ["no_ft", "sdd"]}},
+     "merge.arms: ['sdd', 'sft'] must be fine-tuned arms ['sdd']"),
+    ({"specdec": {"drafts": ["no_ft", "merged"]}, "stages": ["baseline", "prune", "distill", "finetune", "specdec"]},
+     "specdec.drafts: ['merged'] are not produced by the stages run ['baseline', 'prune', 'distill', 'finetune', 'specdec']"),
+    ({"stages": ["baseline", "prune", "finetune", "evaluate"]}, "stages: `finetune` needs ['distill'] (it reads their outputs)"),
+    ({"evaluate": {"tasks": ["nope"]}}, "evaluate: unknown builtin task(s) ['nope']; choose from ['arith', 'facts', 'instruct']"),
+])
+def test_config_errors_name_file_and_field(tmp_path, tiny_llama, changes, message):
+    path = write_config(tmp_path / "bad.yaml", short_config(tiny_llama, tmp_path / "out", **changes))
+    with pytest.raises(ConfigError) as error:
+        load_run_config(path)
+    assert f"{path}: {message}" in str(error.value).splitlines()
+
+
+# --- cache keys ----------------------------------------------------------------------------------
+
+def _keys(cfg_data: dict, out: Path) -> dict[str, str]:
+    cfg = RunConfig.model_validate(cfg_data)
+    check_run_config(cfg, check_model=False)
+    return {job.label: job.unit.key for job in build_plan(cfg, out).jobs}
+
+
+def test_changed_config_reruns_only_dependents(tmp_path):
+    base = short_config(Path("model"), tmp_path, prune={"block_size": [1, 2]})
+    keys = _keys(base, tmp_path)
+    assert len(keys) == 2 + 2 * 9  # baseline, distill; per size: prune, 2 arms, merge, 4 evaluations, specdec
+    changed = {
+        "finetune.lr": (short_config(Path("model"), tmp_path, prune={"block_size": [1, 2]}, finetune={"lr": 1e-3}),
+                        {"finetune", "merge", "evaluate[sft", "evaluate[sdd", "evaluate[merged", "specdec"}),
+        "distill.max_new_tokens": (short_config(Path("model"), tmp_path, prune={"block_size": [1, 2]},
+                                                distill={"max_new_tokens": 9}),
+                                   {"distill", "finetune", "merge", "evaluate[sft", "evaluate[sdd", "evaluate[merged",
+                                    "specdec"}),
+        "evaluate.limit": (short_config(Path("model"), tmp_path, prune={"block_size": [1, 2]}, evaluate={"limit": 5}),
+                           {"evaluate"}),
+        "specdec.k": (short_config(Path("model"), tmp_path, prune={"block_size": [1, 2]}, specdec={"k": 2}), {"specdec"}),
+        "merge.t": (short_config(Path("model"), tmp_path, prune={"block_size": [1, 2]}, merge={"t": 0.3}),
+                    {"merge", "evaluate[merged"}),
+    }
+    for name, (data, dependents) in changed.items():
+        new = _keys(data, tmp_path)
+        rerun = {label for label in keys if new[label] != keys[label]}
+        expected = {label for label in keys if label.startswith(tuple(dependents))}
+        assert rerun == expected, name
+    # cosmetic settings do not change any key
+    assert _keys(short_config(Path("model"), tmp_path, prune={"block_size": [1, 2]}, finetune={"log_every": 7}),
+                 tmp_path) == keys
+    # a sweep shares the distillation and each size's units are its own
+    one = _keys(short_config(Path("model"), tmp_path, prune={"block_size": 2}), tmp_path)
+    assert one.items() <= keys.items()
+
+
+def test_stage_cache_states(tmp_path):
+    cache = StageCache(tmp_path)
+    root = StageUnit("prune", "prune[bs=2]", {"block_size": 2})
+    child = StageUnit("evaluate", "evaluate[no_ft, bs=2]", {"limit": 4}, {"model": root})
+    assert child.key == stage_key("evaluate", {"limit": 4}, {"model": root.key})
+    assert child.key != StageUnit("evaluate", "x", {"limit": 4}, {"model": StageUnit("prune", "p", {"block_size": 3})}).key
+    assert cache.state(root) == "new"
+    out = cache.begin(root)
+    assert out == tmp_path / "prune" / root.key and cache.state(root) == "partial"
+    assert json.loads((out / "_inputs.json").read_text())["settings"] == {"block_size": 2}
+    cache.complete(root, {"removed_layers": [3, 4]}, 1.5)
+    assert cache.state(root) == "done"
+    assert cache.result(root)["result"] == {"removed_layers": [3, 4]} and cache.result(root)["wall_s"] == 1.5
+
+
+# --- cluster manifests ---------------------------------------------------------------------------
+
+def _entrypoint_files(command: str) -> tuple[Path, Path]:
+    words = shlex.split(command)
+    script = next(w for w in words if w.endswith(".py"))
+    config = next(w for w in words if w.endswith(".yaml"))
+    return REPO / script, REPO / config
+
+
+def test_kuberay_manifests_name_the_pipeline_and_a_real_config():
+    raycluster = yaml.safe_load((REPO / "cluster/kuberay/raycluster.yaml").read_text())
+    rayjob = yaml.safe_load((REPO / "cluster/kuberay/rayjob.yaml").read_text())
+    assert (raycluster["apiVersion"], raycluster["kind"]) == ("ray.io/v1", "RayCluster")
+    assert (rayjob["apiVersion"], rayjob["kind"]) == ("ray.io/v1", "RayJob")
+    script, config = _entrypoint_files(rayjob["spec"]["entrypoint"])
+    assert script == REPO / "jobs/pipeline.py" and script.is_file() and config.is_file()
+    load_run_config(config, check_model=False)
+    for spec in (raycluster["spec"], rayjob["spec"]["rayClusterSpec"]):
+        workers = spec["workerGroupSpecs"]
+        gpus = [c["resources"]["limits"].get("nvidia.com/gpu") for w in workers for c in w["template"]["spec"]["containers"]]
+        assert any(int(g) > 0 for g in gpus if g)
+        images = {c["image"] for c in spec["headGroupSpec"]["template"]["spec"]["containers"]}
+        images |= {c["image"] for w in workers for c in w["template"]["spec"]["containers"]}
+        assert len(images) == 1
+    # the image the manifests run is the one cluster/Dockerfile builds, with the repository at /app
+    assert "WORKDIR /app" in (REPO / "cluster/Dockerfile").read_text()
+
+
+def test_launcher_yaml_matches_ray_schema_and_docs_name_real_files():
+    import jsonschema
+    import ray.autoscaler
+
+    launcher = yaml.safe_load((REPO / "cluster/launcher.yaml").read_text())
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    jsonschema.validate(launcher, schema)
+    assert any(node.get("node_config", {}).get("InstanceType", "").startswith(("p4", "p5", "g5"))
+               for node in launcher["available_node_types"].values())
+    docs = (REPO / "docs/cluster.md").read_text()
+    for line in docs.splitlines():
+        if "jobs/pipeline.py" in line and "configs/" in line:
+            script, config = _entrypoint_files(line.strip().strip("`"))
+            assert script.is_file() and config.is_file(), line
+
+
+# --- a Ray job on a local two-node cluster -------------------------------------------------------
+
+def _free_block(size: int = 300) -> int:
+    for base in range(27300, 40000, 1000):
+        try:
+            for port in (base, base + 1, base + 2):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free port block for the test cluster")
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    """Head (1 CPU) + a second node (1 CPU) on non-default ports, with their own temp dir; stopped by pid."""
+    base = _free_block()
+    temp_dir = tempfile.mkdtemp(prefix="sddp", dir="/tmp")
+    env = {"BASE_PORT": str(base), "RAY_TEMP_DIR": temp_dir, "HEAD_CPUS": "1", "WORKER_CPUS": "1",
+           "RAY": str(Path(sys.executable).parent / "ray")}
+    script = str(REPO / "cluster/local_cluster.sh")
+    import os
+
+    full_env = {**os.environ, **env}
+    subprocess.run([script, "start"], env=full_env, check=True, capture_output=True, timeout=120)
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        client = JobSubmissionClient(f"http://127.0.0.1:{base + 1}")
+        yield client
+    finally:
+        subprocess.run([script, "stop"], env=full_env, capture_output=True, timeout=120)
+        import shutil
+
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _submit(client, config: Path) -> str:
+    entrypoint = f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} jobs/pipeline.py {shlex.quote(str(config))}"
+    return client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+
+
+def _wait(client, job_id: str, timeout: float) -> str:
+    from ray.job_submission import JobStatus
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get_job_status(job_id)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            return status
+        time.sleep(1)
+    client.stop_job(job_id)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s:\n{client.get_job_logs(job_id)[-3000:]}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_pipeline_job_on_two_node_cluster_resumes_and_reuses(two_node_cluster, tiny_llama, tmp_path):
+    from ray.job_submission import JobStatus
+
+    from sdd_ray.data import toy_records
+
+    client = two_node_cluster
+    out = tmp_path / "run"
+    rows = 48
+    data = short_config(
+        tiny_llama, out,
+        distill={"data": {"source": "toy:all", "limit": rows}, "max_new_tokens": 32, "batch_size": 2, "shard_rows": 4},
+        ray={"resources": {s: {"num_cpus": 0.5} for s in ("baseline", "prune", "merge", "evaluate", "specdec")}},
+    )
+    config = write_config(tmp_path / "short.yaml", data)
+    plan = build_plan(load_run_config(config), out)
+    distill_dir = plan.artifact(plan.distill)
+
+    # 1. killed while distilling: at least one shard committed, the stage unfinished
+    job = _submit(client, config)
+    deadline = time.monotonic() + 300
+    while not list((distill_dir / "data").glob("part-*.parquet")):
+        assert time.monotonic() < deadline, client.get_job_logs(job)[-3000:]
+        assert client.get_job_status(job) not in (JobStatus.FAILED, JobStatus.SUCCEEDED), client.get_job_logs(job)[-3000:]
+        time.sleep(0.2)
+    client.stop_job(job)
+    assert _wait(client, job, 120) == JobStatus.STOPPED
+    assert not plan.cache.is_complete(plan.distill.unit)
+    committed = len(list((distill_dir / "data").glob("part-*.parquet")))
+    assert committed < rows // 4, "distillation finished before the job was stopped"
+
+    # 2. resubmitted: distillation resumes, every stage finishes, the report is written
+    job = _submit(client, config)
+    assert _wait(client, job, 600) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-5000:]
+    logs = client.get_job_logs(job)
+    assert "distill: resuming" in logs
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(distill_dir / "data", columns=["id"]).column("id").to_pylist()
+    assert sorted(ids) == sorted(r["id"] for r in toy_records("toy:all", rows))  # none lost, none twice
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["arms"]) == {"baseline", "no_ft", "sft", "sdd", "merged"}
+    assert summary["arms"]["baseline"]["recovery_pct"] == pytest.approx(100.0)
+    assert set(summary["specdec"]) == {"no_ft", "sft", "sdd"}
+    assert all(v["mean_accepted_length"] >= 1 for v in summary["specdec"].values())
+    report = (out / "report.md").read_text()
+    assert "| Baseline |" in report and "| SDD |" in report and "## Speculative decoding" in report
+    assert (out / "distances.png").is_file() and (out / "loss.png").is_file()
+
+    # 3. a second run reuses every stage
+    job = _submit(client, config)
+    assert _wait(client, job, 300) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-5000:]
+    logs = client.get_job_logs(job)
+    assert logs.count(": reused ") == len(plan.jobs) and ": start:" not in logs
+    again = json.loads((out / "summary.json").read_text())
+    assert again["arms"] == summary["arms"] and all(s["cached"] for s in again["stages"].values())
