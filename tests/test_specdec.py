@@ -163,6 +163,8 @@ def test_sampling_with_identical_draft_is_reproducible_and_fully_accepted(pair):
     again, _ = decoder.generate(ids, 16, sampling)
     assert first == again and len(first) == 16
     assert metrics.accepted_tokens == metrics.draft_tokens  # p == q: min(1, p/q) = 1
+    tokens, metrics = decoder.generate(ids, 5, sampling)  # 4 tokens, then a step with no room to draft
+    assert len(tokens) == 5 and metrics.target_forwards == 2 and metrics.drafts == 1
 
 
 def test_metrics_merge_and_mean_accepted_length():

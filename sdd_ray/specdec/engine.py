@@ -91,6 +91,11 @@ class DecodeMetrics:
             requests=self.requests + other.requests,
         )
 
+    @classmethod
+    def from_dict(cls, data: dict) -> DecodeMetrics:
+        """Counters back from `as_dict` (the derived rates are recomputed, not read)."""
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
     @property
     def mean_accepted_length(self) -> float:
         """vLLM's mean acceptance length: 1 + accepted / drafts (1.0 when nothing was drafted)."""
@@ -218,7 +223,10 @@ class SpeculativeDecoder:
                 accepted, next_token = greedy_verify(drafted, logits)
             else:
                 target_probs = logits_to_probs(logits, sampling.temperature, sampling.top_p)
-                accepted, next_token = rejection_verify(drafted, draft_probs, target_probs, generator)
+                if k == 0:  # budget left for one token only: a plain target step
+                    accepted, next_token = 0, sample(target_probs[0], generator)
+                else:
+                    accepted, next_token = rejection_verify(drafted, draft_probs, target_probs, generator)
             if k > 0:
                 metrics.record_draft(k, accepted)
             # Keep only the accepted prefix in both caches; `next_token` is fed on the next step.

@@ -1,0 +1,60 @@
+"""`sdd-ray serve`."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Optional
+
+import typer
+
+from sdd_ray.cli_utils import console
+
+
+def resolve_api_key(value: str | None) -> str | None:
+    """`--api-key`: the name of a set environment variable (its value is used), or the key itself."""
+    if not value:
+        return None
+    return os.environ.get(value, value)
+
+
+def serve(
+    target: Annotated[str, typer.Option(help="Target model directory or hub id; `toy-teacher` for the toy teacher.")],
+    draft: Annotated[str, typer.Option(help="Draft model (e.g. the pruned, self-distilled target).")],
+    host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option(
+        help="Require `Authorization: Bearer KEY`; give the key or the name of an environment variable holding it.")] = None,
+    k: Annotated[int, typer.Option(help="Tokens proposed by the draft per step.")] = 4,
+    engine: Annotated[str, typer.Option(help="hf (sdd_ray's decoder, CPU/GPU) or vllm (ray.serve.llm, GPU).")] = "hf",
+    model_name: Annotated[Optional[str], typer.Option(help="Model name clients use (default: target dir name).")] = None,
+    replicas: Annotated[int, typer.Option(help="Engine replicas, each holding the pair.")] = 1,
+    max_tokens_limit: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 512,
+) -> None:
+    """Serve the target with the draft as its speculative decoder, OpenAI-compatible, on Ray Serve."""
+    import ray
+    from ray import serve as ray_serve
+
+    from sdd_ray.config import validate_config
+    from sdd_ray.models import as_spec
+    from sdd_ray.serve.config import ServeConfig
+
+    cfg = validate_config(
+        ServeConfig,
+        {"target": as_spec(target).model_dump(), "draft": as_spec(draft).model_dump(), "host": host, "port": port,
+         "api_key": resolve_api_key(api_key), "k": k, "engine": engine, "model_name": model_name,
+         "replicas": replicas, "max_tokens_limit": max_tokens_limit},
+        source="command line",
+    )
+    if cfg.engine == "vllm":
+        from sdd_ray.serve.vllm_app import build_vllm_app
+
+        application = build_vllm_app(cfg)
+    else:
+        from sdd_ray.serve.app import build_app
+
+        application = build_app(cfg)
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)
+    ray_serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    console.print(f"serving {cfg.served_name!r} ({cfg.engine}, k={cfg.k}) on http://{cfg.host}:{cfg.port}/v1")
+    ray_serve.run(application, name="sdd-ray", route_prefix="/", blocking=True)

@@ -1,0 +1,64 @@
+"""Configuration of the Ray Serve application (`sdd-ray serve`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from sdd_ray.config import ModelSpec, StrictModel
+
+
+class ServeConfig(StrictModel):
+    """A target/draft pair behind an OpenAI-compatible HTTP API."""
+
+    target: ModelSpec
+    draft: ModelSpec
+    model_name: str | None = None
+    """The `model` clients ask for (default: the target directory's name)."""
+    engine: Literal["hf", "vllm"] = "hf"
+    """`hf`: sdd_ray's speculative decoder (CPU or GPU, transformers); `vllm`: `ray.serve.llm` with
+    vLLM's draft-model speculative decoding (GPU clusters)."""
+    k: int = Field(4, ge=1, le=32)
+    """Tokens the draft proposes per step."""
+    host: str = "127.0.0.1"
+    """Bind address; loopback unless asked otherwise."""
+    port: int = Field(8000, ge=1, le=65535)
+    api_key: str | None = Field(None, repr=False)
+    """When set, every request must send `Authorization: Bearer <api_key>`."""
+    max_tokens_limit: int = Field(512, ge=1, le=32768)
+    """Largest `max_tokens` a request may ask for."""
+    default_max_tokens: int = Field(64, ge=1)
+    replicas: int = Field(1, ge=1, le=64)
+    """Engine replicas (each holds a target and a draft)."""
+    engine_num_cpus: float = Field(0.5, gt=0)
+    """CPUs reserved per engine replica; fractional so that the ingress, the proxy and Ray Data still fit on 2 CPUs."""
+    engine_num_gpus: float = Field(0.0, ge=0)
+    ingress_num_cpus: float = Field(0.25, gt=0)
+    max_ongoing_requests: int = Field(8, ge=1)
+    """Requests a replica works on at once (threads sharing the weights, one KV cache pair each)."""
+    torch_threads: int = Field(1, ge=1)
+    """Intra-op threads per engine replica (small on a shared CPU: concurrent requests already use threads)."""
+    accelerator_type: str | None = None
+    """vLLM engine only: e.g. `H100`, `A10G` (Ray's accelerator types)."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    """vLLM engine only."""
+    max_model_len: int | None = Field(None, gt=0)
+    """vLLM engine only: context length (default: the model's)."""
+
+    @model_validator(mode="after")
+    def _default_within_limit(self):
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit ({self.max_tokens_limit})")
+        if self.engine == "vllm" and self.api_key:
+            raise ValueError(
+                "api_key is not supported with engine vllm: ray.serve.llm's OpenAI ingress has no key check; "
+                "keep the 127.0.0.1 bind or put an authenticating gateway in front"
+            )
+        return self
+
+    @property
+    def served_name(self) -> str:
+        from pathlib import Path
+
+        return self.model_name or Path(self.target.path.rstrip("/")).name or self.target.path

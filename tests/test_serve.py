@@ -1,0 +1,205 @@
+"""The Ray Serve app over real HTTP on loopback, its request validation, and the vLLM configuration."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import make_tiny_llama
+from sdd_ray.config import ConfigError, validate_config
+from sdd_ray.serve.config import ServeConfig
+from sdd_ray.serve.protocol import CompletionRequest, RequestError, parse_request
+
+API_KEY = "test-key-123"
+PROMPT = "### Instruction:\nWhat is 12 plus 7?\n\n### Response:\n"
+
+
+# ---- request validation (no server) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "status", "reason"), [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    (b'{"model": "m"}', 400, "prompt: Field required"),
+    (b'{"model": "m", "prompt": "   "}', 400, "the prompt is empty"),
+    (b'{"model": "other", "prompt": "hi"}', 404, "'other' does not exist"),
+    (b'{"model": "m", "prompt": "hi", "max_tokens": 0}', 400, "max_tokens must be between 1 and 32"),
+    (b'{"model": "m", "prompt": "hi", "max_tokens": 33}', 400, "max_tokens must be between 1 and 32"),
+    (b'{"model": "m", "prompt": "hi", "temperature": 3}', 400, "temperature"),
+    (b'{"model": "m", "prompt": "hi", "stop": ["\\n"]}', 400, "stop sequences are not supported"),
+])
+def test_bad_requests_are_rejected_with_a_reason(body, status, reason):
+    with pytest.raises(RequestError) as caught:
+        parse_request(CompletionRequest, body, "m", max_tokens_limit=32, default_max_tokens=8)
+    assert caught.value.status == status
+    assert reason in caught.value.message
+
+
+def test_default_and_explicit_max_tokens():
+    request = parse_request(CompletionRequest, b'{"model": "m", "prompt": ["hi"], "user": "x"}', "m", 32, 8)
+    assert (request.prompt, request.max_tokens, request.temperature) == ("hi", 8, 1.0)
+    assert parse_request(CompletionRequest, b'{"model": "m", "prompt": "hi", "max_tokens": 32}', "m", 32, 8).max_tokens == 32
+
+
+# ---- vLLM configuration (vllm not installed) ------------------------------------------------
+
+
+def test_vllm_app_configuration_matches_ray_serve_llm_schema():
+    from sdd_ray.serve.vllm_app import serving_args
+
+    cfg = validate_config(ServeConfig, {
+        "target": {"path": "/models/llama-8b"}, "draft": {"path": "/models/llama-8b-pruned-sdd"},
+        "engine": "vllm", "k": 5, "replicas": 2, "accelerator_type": "H100", "max_model_len": 4096,
+    })
+    args = serving_args(cfg)
+    (llm,) = args["llm_configs"]
+    assert llm["model_loading_config"] == {"model_id": "llama-8b", "model_source": "/models/llama-8b"}
+    assert llm["engine_kwargs"]["speculative_config"] == {
+        "method": "draft_model", "model": "/models/llama-8b-pruned-sdd", "num_speculative_tokens": 5,
+    }
+    assert llm["engine_kwargs"]["max_model_len"] == 4096
+    assert llm["deployment_config"]["num_replicas"] == 2
+    # ray.serve.llm.LLMConfig is this class (re-exported); the public import needs vLLM, the base does not.
+    from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
+
+    validated = LLMConfig.model_validate(llm)
+    assert validated.model_id == "llama-8b"
+    assert validated.accelerator_type == "H100"
+    assert validated.engine_kwargs["speculative_config"]["method"] == "draft_model"
+    assert validated.max_request_context_length == 4096
+
+
+def test_vllm_engine_refuses_api_key_and_reports_missing_vllm():
+    with pytest.raises(ConfigError, match="api_key is not supported with engine vllm"):
+        validate_config(ServeConfig, {"target": {"path": "t"}, "draft": {"path": "d"}, "engine": "vllm", "api_key": "k"})
+    # vLLM is absent on CPU machines: building the app says so instead of failing obscurely.
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        from sdd_ray.serve.vllm_app import VLLMUnavailableError, build_vllm_app
+
+        cfg = validate_config(ServeConfig, {"target": {"path": "t"}, "draft": {"path": "d"}, "engine": "vllm"})
+        with pytest.raises(VLLMUnavailableError, match="needs vLLM"):
+            build_vllm_app(cfg)
+
+
+def test_api_key_from_environment_variable(monkeypatch):
+    from sdd_ray.serve.cli import resolve_api_key
+
+    monkeypatch.setenv("SDD_TEST_KEY", "secret")
+    assert resolve_api_key("SDD_TEST_KEY") == "secret"
+    assert resolve_api_key("literal-key") == "literal-key"
+    assert resolve_api_key(None) is None
+
+
+# ---- the running app ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, tmp_path_factory):
+    """The app on a free loopback port, target = draft (every token accepted), with an API key."""
+    from ray import serve
+
+    from sdd_ray.serve.app import build_app
+
+    root = tmp_path_factory.mktemp("serve")
+    target = make_tiny_llama(root / "tiny-target", num_layers=2, seed=0)
+    port = _free_port()
+    cfg = validate_config(ServeConfig, {
+        "target": {"path": str(target)}, "draft": {"path": str(target)}, "k": 3, "port": port,
+        "api_key": API_KEY, "max_tokens_limit": 32, "default_max_tokens": 8,
+        "engine_num_cpus": 0.5, "ingress_num_cpus": 0.1,
+    })
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(cfg), name="sdd-ray-test", route_prefix="/", blocking=False)
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+@pytest.fixture
+def client(server):
+    import httpx
+
+    with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60) as c:
+        yield c
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_serve_app_over_http(client, server):
+    import httpx
+
+    models = client.get("/v1/models")
+    assert models.status_code == 200 and models.json()["data"][0]["id"] == "tiny-target"
+
+    body = {"model": "tiny-target", "prompt": PROMPT, "max_tokens": 8, "temperature": 0}
+    done = client.post("/v1/completions", json=body).json()
+    assert done["object"] == "text_completion" and done["choices"][0]["finish_reason"] in ("stop", "length")
+    usage = done["usage"]
+    assert usage["completion_tokens"] >= 1
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["speculative"]["acceptance_rate"] == 1.0  # draft == target
+    assert client.post("/v1/completions", json=body).json()["choices"][0]["text"] == done["choices"][0]["text"]
+
+    # Streaming: the concatenated deltas are the non-streamed text; usage comes with the last chunk.
+    with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == done["choices"][0]["text"]
+    assert chunks[-1]["usage"]["completion_tokens"] == usage["completion_tokens"]
+
+    chat = client.post("/v1/chat/completions", json={
+        "model": "tiny-target", "messages": [{"role": "user", "content": "What is 12 plus 7?"}],
+        "max_tokens": 6, "temperature": 0,
+    }).json()
+    assert chat["object"] == "chat.completion" and chat["choices"][0]["message"]["role"] == "assistant"
+    with client.stream("POST", "/v1/chat/completions", json={
+        "model": "tiny-target", "messages": [{"role": "user", "content": "Name a color."}], "max_tokens": 5,
+        "stream": True, "temperature": 0.7, "seed": 3,
+    }) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert json.loads(lines[0].removeprefix("data: "))["choices"][0]["delta"]["role"] == "assistant"
+
+    # Concurrent requests all succeed.
+    def ask(i: int) -> int:
+        with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=90) as c:
+            return c.post("/v1/completions", json={**body, "max_tokens": 4 + i % 3}).status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert list(pool.map(ask, range(6))) == [200] * 6
+
+    # Bad requests get a 4xx with a reason, and the server keeps serving.
+    bad = [
+        (client.post("/v1/completions", content=b"{oops", headers={"content-type": "application/json"}), 400, "JSON"),
+        (client.post("/v1/completions", json={**body, "model": "gpt-4"}), 404, "does not exist"),
+        (client.post("/v1/completions", json={**body, "max_tokens": 1000}), 400, "max_tokens"),
+        (client.post("/v1/completions", json={**body, "prompt": ""}), 400, "empty"),
+        (client.post("/v1/chat/completions", json={"model": "tiny-target", "messages": []}), 400, "messages"),
+        (httpx.post(f"{server}/v1/completions", json=body, timeout=30), 401, "API key"),
+        (httpx.post(f"{server}/v1/completions", json=body, headers={"Authorization": "Bearer nope"}, timeout=30), 401, "API key"),
+    ]
+    for response, status, reason in bad:
+        assert response.status_code == status, response.text
+        assert reason in response.json()["error"]["message"]
+    assert client.post("/v1/completions", json=body).status_code == 200
+
+    metrics = client.get("/metrics").json()
+    assert metrics["errors"] == len(bad)
+    speculative = metrics["speculative"]
+    assert speculative["requests"] == 12  # 3 completions + 2 chats + 6 concurrent + 1 after the bad ones
+    assert speculative["acceptance_rate"] == 1.0
+    assert speculative["mean_accepted_length"] > 1.0
+    assert client.get("/v1/metrics").json()["speculative"]["requests"] == 12
