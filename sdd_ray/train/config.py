@@ -88,7 +88,7 @@ class FinetuneConfig(StrictModel):
     """Where Ray Train keeps checkpoints (default: `<out>/ray`). A rerun with the same path and name resumes."""
     run_name: str = "finetune"
     fail_at_step: int | None = Field(None, gt=0)
-    """Testing aid: raise in worker 0 after this optimizer step's checkpoint, once per run directory."""
+    """Testing aid: raise in worker 0 after this optimizer step, once per run directory (needs storage_path)."""
 
     @model_validator(mode="after")
     def _check(self) -> "FinetuneConfig":

@@ -174,9 +174,9 @@ def train_func(config: dict) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 _save_state(Path(tmp), engine, state, rank)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-            _fail_once(cfg, step + 1, rank)
         elif (step + 1) % cfg.log_every == 0:
             ray.train.report(metrics)
+        _fail_once(cfg, step + 1, rank)
 
     _finish(cfg, engine, state, base, rank, device, bf16, start_tokens, start_seconds)
 
