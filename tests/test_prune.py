@@ -230,21 +230,25 @@ def test_texts_longer_than_the_context_are_rejected(tiny_llama):
 # ---- Ray Data --------------------------------------------------------------------------------
 
 @pytest.mark.timeout(180)
-def test_one_and_two_ray_workers_agree(planted_llama, ray_local):
+def test_one_and_two_ray_workers_agree(planted_llama, ray_local, tmp_path):
+    """1 worker through calibration_sums_ray, 2 workers through run_prune end to end."""
     from sdd_ray.models import as_spec, load_model_and_tokenizer
     from sdd_ray.prune.ray_calibration import calibration_sums_ray
 
     texts = toy_texts(20)
-    runs = {k: calibration_sums_ray(as_spec(str(planted_llama)), texts, 6, 48, 4, "angular", num_workers=k)
-            for k in (1, 2)}
+    one = calibration_sums_ray(as_spec(str(planted_llama)), texts, 6, 48, 4, "angular", num_workers=1)
+    cfg = PruneConfig(model={"path": str(planted_llama)}, block_size=2, num_workers=2, num_samples=20,
+                      max_length=48, batch_size=4)
+    two = run_prune(cfg, tmp_path / "ray_pruned")
     model, tokenizer = load_model_and_tokenizer(planted_llama)
     local = calibration_sums(model, tokenizer, texts, 48, 8, "angular")
-    assert runs[1].samples == runs[2].samples == local.samples == 20
-    for sums in (runs[2], local):
-        assert torch.allclose(runs[1].angle_sums, sums.angle_sums, atol=1e-6)
-    d1, d2 = runs[1].distances("angular"), runs[2].distances("angular")
-    assert all(torch.allclose(d1[n], d2[n], atol=1e-7) for n in d1)
-    assert choose_block(d1, 2) == choose_block(d2, 2) == 2
+    assert one.samples == local.samples == two["calibration"]["samples"] == 20
+    assert torch.allclose(one.angle_sums, local.angle_sums, atol=1e-6)
+    d1 = one.distances("angular")
+    for n, row in two["distances"].items():
+        assert torch.allclose(d1[int(n)], torch.tensor(row, dtype=torch.float64), atol=1e-7)
+    assert choose_block(d1, 2) == 2 and two["removed_layers"] == PLANTED
+    assert (tmp_path / "ray_pruned" / "model.safetensors").is_file()
 
 
 def test_calibration_sums_add():

@@ -61,6 +61,16 @@ def _publish(tmp: Path, out: Path) -> None:
     tmp.rename(out)
 
 
+def _surgery_spec(cfg: PruneConfig, config):
+    """Load for surgery alone on the driver's CPU, in the checkpoint's own dtype (an 8B bf16 model
+    stays 16 GB rather than the 32 GB of the CPU default float32)."""
+    update = {"device": "cpu"}
+    saved = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "").removeprefix("torch.")
+    if cfg.model.dtype == "auto" and saved in ("float32", "bfloat16", "float16"):
+        update["dtype"] = saved
+    return cfg.model.model_copy(update=update)
+
+
 def calibrate(cfg: PruneConfig, num_layers: int, context: int | None):
     """Calibration sums for `cfg` (in process or on Ray Data), the model if it was loaded here, and the sample count."""
     from sdd_ray.models import load_model, load_tokenizer
@@ -108,7 +118,7 @@ def run_prune(cfg: PruneConfig, out: str | Path) -> dict:
         start = choose_block(distances, cfg.block_size)
         removed = contiguous_block(start, cfg.block_size)
         chosen = {"start_layer": start, "distance": float(distances[cfg.block_size][start])}
-        model = model if model is not None else load_model(cfg.model)
+        model = model if model is not None else load_model(_surgery_spec(cfg, config))
         remove_layers(model, removed)
         save_model(model, tokenizer, tmp)
 
