@@ -242,3 +242,26 @@ def test_ray_parallel_evaluation_equals_sequential(ray_local, tmp_path):
     for p, s in zip(parallel, sequential):
         assert p["tasks"] == s["tasks"]
         assert p["average"] == s["average"]
+
+
+def test_harness_output_parsing_for_groups_and_filters():
+    """The leaderboard tasks cannot run offline; their lm-eval output shape is parsed as lm-eval writes it."""
+    from sdd_ray.evaluate.harness import task_result
+
+    raw = {
+        "results": {
+            "mmlu": {"alias": "mmlu", "acc,none": 0.6, "acc_stderr,none": 0.004},
+            "gsm8k": {"exact_match,strict-match": 0.43, "exact_match_stderr,strict-match": 0.0136,
+                      "exact_match,flexible-extract": 0.5, "exact_match_stderr,flexible-extract": 0.01},
+            "truthfulqa_mc2": {"acc,none": 0.5, "acc_stderr,none": "N/A"},
+        },
+        "group_subtasks": {"mmlu": ["mmlu_humanities"], "mmlu_humanities": ["mmlu_philosophy", "mmlu_world_religions"]},
+        "n-samples": {"mmlu_philosophy": {"effective": 311}, "mmlu_world_religions": {"effective": 171},
+                      "gsm8k": {"effective": 1319}, "truthfulqa_mc2": {"effective": 817}},
+    }
+    assert task_result(raw, "mmlu", "acc", "none") == {"metric": "acc", "value": 0.6, "stderr": 0.004, "n": 482}
+    assert task_result(raw, "gsm8k", "exact_match", "strict-match") == {
+        "metric": "exact_match (strict-match)", "value": 0.43, "stderr": 0.0136, "n": 1319}
+    assert task_result(raw, "truthfulqa_mc2", "acc", "none")["stderr"] is None
+    with pytest.raises(ConfigError, match=r"reported no 'acc_norm,none' \(it reported \['acc,none'\]\)"):
+        task_result(raw, "truthfulqa_mc2", "acc_norm", "none")

@@ -66,7 +66,7 @@ def task_result(raw: dict, name: str, metric: str, filter: str) -> dict:
     key = f"{metric},{filter}"
     if scores is None or key not in scores:
         found = sorted(k for k in (scores or {}) if "_stderr" not in k and k != "alias")
-        raise KeyError(f"lm-eval task {name!r} reported no {key!r} (it reported {found}); fix harness.task_settings")
+        raise ConfigError(f"lm-eval task {name!r} reported no {key!r} (it reported {found}); fix harness.task_settings")
     return {
         "metric": metric if filter == "none" else f"{metric} ({filter})",
         "value": float(scores[key]),
@@ -83,13 +83,13 @@ def per_example(raw: dict, name: str, metric: str, filter: str) -> list[float]:
 
 def evaluate_harness(spec: ModelSpec, tasks: list[str], cfg: EvaluateConfig, log_samples: bool = False) -> dict[str, dict]:
     """Results of `spec` on lm-eval `tasks`: {task: {metric, value, stderr, n[, per_example]}}."""
+    settings = {t: cfg.harness.task_settings[t] for t in tasks}
+    local = [t for t in tasks if t in LOCAL_TASKS]
+    if len(local) == len(tasks):
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only: never reach the hub
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    settings = {t: cfg.harness.task_settings[t] for t in tasks}
-    local = [t for t in tasks if t in LOCAL_TASKS]
-    if local and len(local) == len(tasks):
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only: never reach the hub
     lm = build_lm(spec, cfg)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="sdd_ray_lmeval_") as workdir:
