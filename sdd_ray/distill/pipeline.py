@@ -26,6 +26,7 @@ from sdd_ray.distill.schema import EMPTY_GENERATED, EMPTY_SELECTED, PREPARED, PR
 from sdd_ray.distill.shards import ShardWriter, write_atomic
 
 LIGHT_CPUS = 0.25  # CPU reservation of the cheap per-batch functions
+PREPARE_ROWS = 256  # rows per prepared block: big enough to amortise a task, small enough to stream
 
 
 def read_records(spec: DataSpec):
@@ -36,7 +37,8 @@ def read_records(spec: DataSpec):
     if kind == "toy":
         from sdd_ray.data import toy_records
 
-        ds = ray.data.from_items([{"text": json.dumps(r)} for r in toy_records(spec.source, spec.limit)])
+        items = [{"text": json.dumps(r)} for r in toy_records(spec.source, spec.limit)]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // PREPARE_ROWS)))
     elif kind == "jsonl":
         ds = ray.data.read_text([str(p) for p in local_files(spec.source, (".jsonl", ".json"))])
     elif kind == "parquet":
@@ -111,10 +113,14 @@ def build_dataset(cfg: DistillConfig, done_ids: frozenset):
         fn_kwargs={"json_lines": source_type(cfg.data.source) in ("toy", "jsonl"), "columns": column_map(cfg.data),
                    "task": default_task(cfg.data), "kind": default_kind(cfg.data), "task_kind": cfg.task_kind,
                    "templates": templates, "done_ids": done_ids},
+        batch_size=PREPARE_ROWS,
         batch_format="pyarrow",
         num_cpus=LIGHT_CPUS,
     )
-    generated = generate(prepared.map_batches(to_generate, batch_format="pyarrow", num_cpus=LIGHT_CPUS), cfg)
+    # Blocks of one generation batch each (streaming repartition): every actor gets work and every
+    # finished batch reaches the writer at once, instead of a whole read block at the end.
+    todo = prepared.map_batches(to_generate, batch_format="pyarrow", num_cpus=LIGHT_CPUS)
+    generated = generate(todo.repartition(target_num_rows_per_block=cfg.batch_size), cfg)
     selected = generated.map_batches(select_batch, batch_format="pyarrow", num_cpus=LIGHT_CPUS)
     return selected.union(prepared.map_batches(bypass, batch_format="pyarrow", num_cpus=LIGHT_CPUS))
 
@@ -137,13 +143,16 @@ def run_pipeline(cfg: DistillConfig, out: str | Path) -> dict:
     start = time.perf_counter()
     bar = _progress(cfg)
     stopped_early = False
+    first_output = None  # (seconds, generated tokens) when the first generated batch reached the driver
     for batch in build_dataset(cfg, writer.done_ids).iter_batches(batch_size=None, batch_format="pyarrow"):
         for row in batch.to_pylist():
             writer.add(row)
             if writer.full:
                 writer.flush()
+        generated = writer.run["generated_tokens"] + writer.pending["generated_tokens"]
+        if first_output is None and generated:
+            first_output = (time.perf_counter() - start, generated)
         if bar is not None:
-            generated = writer.run["generated_tokens"] + writer.pending["generated_tokens"]
             bar.update(batch.num_rows)
             elapsed = time.perf_counter() - start
             bar.set_postfix(tok_s=f"{generated / elapsed:.0f}", refresh=False)
@@ -155,10 +164,18 @@ def run_pipeline(cfg: DistillConfig, out: str | Path) -> dict:
     if bar is not None:
         bar.close()
     wall = time.perf_counter() - start
-    return finish(cfg, writer, wall, complete=not stopped_early)
+    return finish(cfg, writer, wall, first_output, complete=not stopped_early)
 
 
-def finish(cfg: DistillConfig, writer: ShardWriter, wall: float, complete: bool) -> dict:
+def steady_tokens_per_s(wall: float, tokens: int, first_output: tuple[float, int] | None) -> float:
+    """Generation rate after the first generated batch arrived: start-up (actors, model loads) excluded."""
+    if first_output is None or wall <= first_output[0]:
+        return 0.0
+    return (tokens - first_output[1]) / (wall - first_output[0])
+
+
+def finish(cfg: DistillConfig, writer: ShardWriter, wall: float, first_output: tuple[float, int] | None,
+           complete: bool) -> dict:
     summary = writer.totals()
     writer.publish_rejected(summary["rejected"])
     totals = summary["totals"]
@@ -171,8 +188,12 @@ def finish(cfg: DistillConfig, writer: ShardWriter, wall: float, complete: bool)
         "backend": cfg.backend,
         "num_workers": cfg.num_workers,
         "complete": complete and writer.run["rows_in"] == totals["rows_out"] + totals["rows_rejected"],
-        "this_run": {key: writer.run[key] for key in ("rows_in", "resumed", "shards", "rows_out", "rows_rejected",
-                                                      "generated_tokens")},
+        "this_run": {
+            **{key: writer.run[key] for key in ("rows_in", "resumed", "shards", "rows_out", "rows_rejected",
+                                                "generated_tokens")},
+            "first_output_s": round(first_output[0], 3) if first_output else None,
+            "steady_tokens_per_s": round(steady_tokens_per_s(wall, writer.run["generated_tokens"], first_output), 2),
+        },
         "by_task": totals["by_task"],
         "teacher": cfg.teacher.path,
         "data": cfg.data.source,
