@@ -63,11 +63,13 @@ def _load_model(cfg: FinetuneConfig, device):
     from sdd_ray.train.export import apply_lora
 
     torch.manual_seed(cfg.seed)  # same adapter init on every rank
-    spec = cfg.model.model_copy(update={"device": device.type, "dtype": "float32"})
+    # Loaded on the CPU, then moved: Ray Train may show a worker every GPU of its node, so "cuda" alone
+    # would put every local rank on GPU 0.
+    spec = cfg.model.model_copy(update={"device": "cpu", "dtype": "float32"})
     model = load_model(spec, eval_mode=False)
     if cfg.method == "lora":
         model = apply_lora(model, cfg.lora)
-    return model, load_tokenizer(cfg.model)
+    return model.to(device), load_tokenizer(cfg.model)
 
 
 def _save_state(directory: Path, engine, state: dict, rank: int) -> None:
@@ -116,6 +118,8 @@ def train_func(config: dict) -> None:
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     rank, world = dist.get_rank(), dist.get_world_size()
     device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # DeepSpeed and NCCL use the current device
     bf16 = cfg.use_gpu and cfg.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
 
     model, tokenizer = _load_model(cfg, device)
@@ -140,7 +144,7 @@ def train_func(config: dict) -> None:
     base = {"total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "rows": stats.rows,
             "used": stats.used, "truncated": stats.truncated, "rejected": stats.rejected,
             "resumed_from_step": state["step"]}
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     step_tokens = torch.zeros(1, dtype=torch.float64)
     start_step, start_seconds, start_tokens = state["step"], state["train_seconds"], state["tokens"]
     for step in range(start_step, total_steps):
@@ -178,6 +182,7 @@ def train_func(config: dict) -> None:
             ray.train.report(metrics)
         _fail_once(cfg, step + 1, rank)
 
+    base["cpu_seconds"] = time.process_time() - cpu_started
     _finish(cfg, engine, state, base, rank, device, bf16, start_tokens, start_seconds)
 
 
@@ -189,13 +194,16 @@ def _finish(cfg: FinetuneConfig, engine, state: dict, base: dict, rank: int, dev
 
     from sdd_ray.train.export import export_model
 
-    peaks = [None] * dist.get_world_size()
-    dist.all_gather_object(peaks, round(_peak_memory_mib(device), 1))
+    per_worker = [None] * dist.get_world_size()
+    dist.all_gather_object(per_worker, (round(_peak_memory_mib(device), 1), round(base.pop("cpu_seconds"), 3)))
+    peaks, cpu = [p for p, _ in per_worker], [c for _, c in per_worker]
     full = engine.full_state_dict()
     seconds = state["train_seconds"] - start_seconds
     summary = {**base, "step": state["step"], "loss": state["history"][-1]["loss"] if state["history"] else None,
                "tokens_per_s": (state["tokens"] - start_tokens) / seconds if seconds > 0 else 0.0,
-               "peak_memory_mib": peaks, "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "rss"}
+               "peak_memory_mib": peaks, "cpu_seconds": cpu,
+               "tokens_per_cpu_s": (state["tokens"] - start_tokens) / sum(cpu) if sum(cpu) > 0 else 0.0,
+               "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "rss"}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         _save_state(directory, engine, state, rank)

@@ -64,6 +64,8 @@ def collect_metrics(cfg: FinetuneConfig, checkpoint_dir: Path, wall_seconds: flo
         "resumed_from_step": summary["resumed_from_step"],
         "tokens": state["tokens"],
         "tokens_per_s": summary["tokens_per_s"],
+        "tokens_per_cpu_s": summary["tokens_per_cpu_s"],
+        "cpu_seconds_per_worker": summary["cpu_seconds"],
         "train_seconds": state["train_seconds"],
         "wall_seconds": wall_seconds,
         "peak_memory_mib": summary["peak_memory_mib"],

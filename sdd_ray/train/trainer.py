@@ -14,16 +14,14 @@ from sdd_ray.train.config import FinetuneConfig
 from sdd_ray.train.data import DataError, check_columns
 
 
-def _toy_rows(source: str, limit: int | None) -> list[dict]:
-    from sdd_ray.toy.tasks import TASKS, finetune_rows
+def toy_rows(source: str, limit: int | None) -> list[dict]:
+    """The toy fine-tuning split (`toy:<task>` or `toy:all`), in the shared data-set schema."""
+    from sdd_ray.data import toy_records
 
-    name = source.removeprefix("toy:")
-    tasks = TASKS if name == "all" else (name,)
-    if name != "all" and name not in TASKS:
-        raise DataError(f"unknown toy source {source!r}; choose from toy:all, " + ", ".join(f"toy:{t}" for t in TASKS))
-    per_task = -(-(limit or 300 * len(tasks)) // len(tasks))
-    rows = [row for task in tasks for row in finetune_rows(task, per_task)]
-    return rows[:limit] if limit else rows
+    try:
+        return toy_records(source, limit)
+    except ValueError as error:
+        raise DataError(str(error)) from None
 
 
 def data_files(source: str) -> tuple[str, list[str]]:
@@ -50,7 +48,7 @@ def read_dataset(source: str, limit: int | None = None):
     import ray.data
 
     if source.startswith("toy:"):
-        return ray.data.from_items(_toy_rows(source, limit))
+        return ray.data.from_items(toy_rows(source, limit))
     if source.startswith("hf:"):
         import datasets
 
