@@ -11,8 +11,16 @@
 #
 # Settings (environment): BASE_PORT (26400; the cluster uses BASE_PORT..BASE_PORT+299),
 # RAY_TEMP_DIR (/tmp/sdd_ray_cluster; keep it short: Ray's socket paths must fit in 107 bytes),
-# HEAD_CPUS (1), WORKER_CPUS (1), WORKER_GPUS (0), RAY (the `ray` executable; default: beside python3 on PATH).
+# HEAD_CPUS (1), WORKER_CPUS (1), WORKER_GPUS (0), RAY (the `ray` executable; default: .venv/bin/ray, else PATH),
+# RAY_AUTH_MODE (`disabled`, or `token`: Ray's token, ~/.ray/auth_token or RAY_AUTH_TOKEN, required by both
+# nodes and every client). Set explicitly because `ray start --head` turns token auth on by itself whenever
+# ~/.ray/auth_token exists, and a second node started without it then cannot join. The dashboard and Jobs API
+# bind 127.0.0.1; Ray's GCS and raylets listen on all interfaces, so on a shared network use `token`.
 set -euo pipefail
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
+# Generous start-up timeouts: on a busy machine a raylet or a worker can take minutes to come up.
+export RAY_raylet_start_wait_time_s=${RAY_raylet_start_wait_time_s:-300}
+export RAY_worker_register_timeout_seconds=${RAY_worker_register_timeout_seconds:-300}
 
 BASE_PORT=${BASE_PORT:-26400}
 RAY_TEMP_DIR=${RAY_TEMP_DIR:-/tmp/sdd_ray_cluster}
@@ -36,19 +44,16 @@ node_ports() {
     --min-worker-port=$w --max-worker-port=$((w + 99))
 }
 
-# PIDs of the processes that belong to this cluster: those whose command line names its temp dir,
-# and all their descendants (Ray's agents and workers rename themselves, e.g. `ray::IDLE`).
+# PIDs of the processes that belong to this cluster: those whose command line names its temp dir (or,
+# for Ray's client server, which names neither, the address of this cluster's GCS), and all their
+# descendants (Ray's agents and workers rename themselves, e.g. `ray::IDLE`). One `ps`, no per-process forks.
 cluster_pids() {
-  local roots="" pid text
-  for cmdline in /proc/[0-9]*/cmdline; do
-    pid=${cmdline#/proc/}; pid=${pid%/cmdline}
-    text=$( { tr '\0' ' ' <"$cmdline"; } 2>/dev/null ) || continue
-    if [[ "$text " == *"$RAY_TEMP_DIR/"* || "$text " == *"$RAY_TEMP_DIR "* ]]; then roots="$roots $pid"; fi
-  done
-  [[ -z "$roots" ]] && return 0
-  ps -eo pid=,ppid= | awk -v roots="$roots" '
-    BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1 }
-    { parent[$1] = $2; pids[NR] = $1 }
+  ps -eo pid=,ppid=,args= | awk -v dir="$RAY_TEMP_DIR" -v gcs=":$GCS_PORT" -v self="$$" '
+    {
+      pid = $1; parent[pid] = $2; pids[NR] = pid
+      line = $0 " "
+      if (pid != self && (index(line, dir "/") || index(line, dir " ") || line ~ ("--address=[^ ]*" gcs " "))) keep[pid] = 1
+    }
     END {
       do { grew = 0; for (i in pids) { p = pids[i]; if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; grew = 1 } } } while (grew)
       for (p in keep) print p
@@ -75,8 +80,8 @@ stop() {
   if [[ -z "${pids// /}" ]]; then echo "no processes of the cluster in $RAY_TEMP_DIR"; return 0; fi
   # shellcheck disable=SC2086
   kill -TERM $pids 2>/dev/null || true
-  for _ in $(seq 1 20); do  # ray stop waits as long (16 s) before SIGKILL
-    sleep 0.5
+  for _ in $(seq 1 16); do  # ray stop, too, waits 16 s before SIGKILL
+    sleep 1
     pids=$(cluster_pids | tr '\n' ' ')
     [[ -z "${pids// /}" ]] && { echo "cluster in $RAY_TEMP_DIR stopped"; return 0; }
   done

@@ -205,10 +205,11 @@ def test_launcher_yaml_matches_ray_schema_and_docs_name_real_files():
     assert any(node.get("node_config", {}).get("InstanceType", "").startswith(("p4", "p5", "g5"))
                for node in launcher["available_node_types"].values())
     docs = (REPO / "docs/cluster.md").read_text()
-    for line in docs.splitlines():
-        if "jobs/pipeline.py" in line and "configs/" in line:
-            script, config = _entrypoint_files(line.strip().strip("`"))
-            assert script.is_file() and config.is_file(), line
+    commands = [line for line in docs.splitlines() if line.startswith("    ") and "jobs/pipeline.py" in line]
+    assert len(commands) >= 3
+    for line in commands:
+        script, config = _entrypoint_files(line.split("#")[0])
+        assert script.is_file() and config.is_file(), line
 
 
 # --- a Ray job on a local two-node cluster -------------------------------------------------------
@@ -236,14 +237,15 @@ def two_node_cluster():
     import os
 
     full_env = {**os.environ, **env}
-    subprocess.run([script, "start"], env=full_env, check=True, capture_output=True, timeout=120)
     try:
+        started = subprocess.run([script, "start"], env=full_env, capture_output=True, text=True, timeout=600)
+        assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
         from ray.job_submission import JobSubmissionClient
 
         client = JobSubmissionClient(f"http://127.0.0.1:{base + 1}")
         yield client
     finally:
-        subprocess.run([script, "stop"], env=full_env, capture_output=True, timeout=120)
+        subprocess.run([script, "stop"], env=full_env, capture_output=True, timeout=300)
         import shutil
 
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -268,7 +270,7 @@ def _wait(client, job_id: str, timeout: float) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(2400)  # minutes on a quiet 2-core machine; generous for a busy one
 def test_pipeline_job_on_two_node_cluster_resumes_and_reuses(two_node_cluster, tiny_llama, tmp_path):
     from ray.job_submission import JobStatus
 
@@ -276,10 +278,10 @@ def test_pipeline_job_on_two_node_cluster_resumes_and_reuses(two_node_cluster, t
 
     client = two_node_cluster
     out = tmp_path / "run"
-    rows = 48
+    rows = 24
     data = short_config(
         tiny_llama, out,
-        distill={"data": {"source": "toy:all", "limit": rows}, "max_new_tokens": 32, "batch_size": 2, "shard_rows": 4},
+        distill={"data": {"source": "toy:all", "limit": rows}, "max_new_tokens": 16, "batch_size": 2, "shard_rows": 4},
         ray={"resources": {s: {"num_cpus": 0.5} for s in ("baseline", "prune", "merge", "evaluate", "specdec")}},
     )
     config = write_config(tmp_path / "short.yaml", data)
@@ -288,7 +290,7 @@ def test_pipeline_job_on_two_node_cluster_resumes_and_reuses(two_node_cluster, t
 
     # 1. killed while distilling: at least one shard committed, the stage unfinished
     job = _submit(client, config)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     while not list((distill_dir / "data").glob("part-*.parquet")):
         assert time.monotonic() < deadline, client.get_job_logs(job)[-3000:]
         assert client.get_job_status(job) not in (JobStatus.FAILED, JobStatus.SUCCEEDED), client.get_job_logs(job)[-3000:]
@@ -301,7 +303,7 @@ def test_pipeline_job_on_two_node_cluster_resumes_and_reuses(two_node_cluster, t
 
     # 2. resubmitted: distillation resumes, every stage finishes, the report is written
     job = _submit(client, config)
-    assert _wait(client, job, 600) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-5000:]
+    assert _wait(client, job, 1200) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-5000:]
     logs = client.get_job_logs(job)
     assert "distill: resuming" in logs
     import pyarrow.parquet as pq

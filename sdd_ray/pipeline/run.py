@@ -72,17 +72,14 @@ def connect(cfg: RunConfig, address: str | None = None) -> str:
     return f"local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
 
 
-def _remote_options(cfg: RunConfig, stage_name: str) -> dict:
-    resources = cfg.ray.resources["baseline" if stage_name == "baseline" else stage_name]
-    options = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus, "max_retries": 0}
+def _remote_options(cfg: RunConfig, job: Job) -> dict:
+    """Ray task options of a unit: its stage's `ray.resources` (`baseline` for the baseline evaluation)."""
+    stage = "baseline" if job.label == "evaluate[baseline]" else job.unit.stage
+    resources = cfg.ray.resources[stage]
+    options = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus, "max_retries": 0, "name": job.label}
     if resources.memory_gb:
         options["memory"] = int(resources.memory_gb * 2**30)
     return options
-
-
-def _resource_stage(job: Job) -> str:
-    """The `ray.resources` entry of a job: its stage, or `baseline` for the baseline evaluation."""
-    return "baseline" if job.label == "evaluate[baseline]" else job.unit.stage
 
 
 def execute(plan: Plan, cfg: RunConfig, progress: Progress) -> dict[str, dict]:
@@ -109,8 +106,7 @@ def execute(plan: Plan, cfg: RunConfig, progress: Progress) -> dict[str, dict]:
             out = cache.begin(job.unit) / ARTIFACT[job.unit.stage]
             verb = "resuming" if state == "partial" else "start"
             progress.line(job.label, f"{verb}: {job.doing}")
-            options = _remote_options(cfg, _resource_stage(job))
-            ref = remote_stage.options(**options, name=job.label).remote(job.unit.stage, job.config, str(out))
+            ref = remote_stage.options(**_remote_options(cfg, job)).remote(job.unit.stage, job.config, str(out))
             running[ref] = (job, time.monotonic())
         if not running:
             continue
@@ -147,6 +143,6 @@ def run_pipeline(cfg: RunConfig, address: str | None = None, out: str | Path | N
     progress.line("pipeline", f"{len(plan.jobs)} units, stages {', '.join(cfg.stages)}, out {out}")
     progress.line("ray", connect(cfg, address))
     markers = execute(plan, cfg, progress)
-    summary = write_report(cfg, plan, markers, out)
+    summary = write_report(cfg, plan, markers, out, wall_s=progress.elapsed())
     progress.line("report", f"wrote {out / 'report.md'} and {out / 'summary.json'}")
     return summary
