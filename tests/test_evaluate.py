@@ -94,6 +94,9 @@ def test_recovery_is_ratio_of_averages_over_the_same_tasks():
     assert recovery_pct(model, base) == pytest.approx(100 * 0.4 / 0.6)
     with pytest.raises(ResultsMismatchError, match=r"only in model: \[\], only in baseline: \['instruct'\]"):
         recovery_pct(model, results("base", arith=0.8, facts=0.4, instruct=0.1))
+    base["tasks"]["facts"]["n"] = 20
+    with pytest.raises(ResultsMismatchError, match="task 'facts' has n=10 examples in model but n=20 in baseline"):
+        recovery_pct(model, base)
     base["tasks"]["facts"]["metric"] = "acc_norm"
     with pytest.raises(ResultsMismatchError, match="scored by 'acc' in model but 'acc_norm' in baseline"):
         recovery_pct(model, base)
@@ -140,7 +143,7 @@ def test_cli_errors_are_clear(monkeypatch, capsys, tmp_path):
 
 def test_recovery_against_a_baseline_results_file(monkeypatch, capsys, tmp_path, tiny_llama):
     base = results("base", instruct=0.5)
-    base["tasks"]["instruct"]["metric"] = "acc"
+    base["tasks"]["instruct"]["n"] = 4
     (tmp_path / "base.json").write_text(json.dumps(base))
     out = tmp_path / "r.json"
     code, err = run_cli(

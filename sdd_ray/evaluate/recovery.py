@@ -2,8 +2,8 @@
 
 Recovery % = (average accuracy of the model over the task suite) / (average accuracy of the
 unpruned baseline over the same suite) x 100 (Thangarasa et al. 2024, Sec. 4). Averages over
-different task sets, or over the same tasks scored by different metrics, are not comparable, so
-both are errors.
+different task sets, or over the same tasks scored by different metrics or on different numbers of
+examples, are not comparable, so they are errors.
 """
 
 from __future__ import annotations
@@ -41,9 +41,16 @@ def check_same_tasks(results: dict, baseline: dict, names: tuple[str, str] = ("m
     """Raise `ResultsMismatchError` unless both results cover the same tasks with the same metrics."""
     check_same_task_names(list(results["tasks"]), list(baseline["tasks"]), names)
     for task in sorted(results["tasks"]):
-        ma, mb = results["tasks"][task]["metric"], baseline["tasks"][task]["metric"]
-        if ma != mb:
-            raise ResultsMismatchError(f"task {task!r} is scored by {ma!r} in {names[0]} but {mb!r} in {names[1]}")
+        ra, rb = results["tasks"][task], baseline["tasks"][task]
+        if ra["metric"] != rb["metric"]:
+            raise ResultsMismatchError(
+                f"task {task!r} is scored by {ra['metric']!r} in {names[0]} but {rb['metric']!r} in {names[1]}"
+            )
+        if ra.get("n") != rb.get("n"):
+            raise ResultsMismatchError(
+                f"task {task!r} has n={ra.get('n')} examples in {names[0]} but n={rb.get('n')} in {names[1]}; "
+                "evaluate both with the same --limit"
+            )
 
 
 def recovery_pct(results: dict, baseline: dict) -> float:
