@@ -16,7 +16,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=TEACHER_DIR, help="where to save the checkpoint")
     for name, field in TeacherTrainConfig.model_fields.items():
         flag = f"--{name.replace('_', '-')}"
-        if isinstance(field.default, bool):
+        if field.default is None:
+            parser.add_argument(flag, default=None, help=field.description)
+        elif isinstance(field.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
         else:
             parser.add_argument(flag, type=type(field.default), default=field.default, help=f"(default: {field.default})")

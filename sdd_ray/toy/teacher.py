@@ -46,6 +46,8 @@ class TeacherTrainConfig(BaseModel):
     num_hidden_layers: int = Field(12, ge=12)
     num_attention_heads: int = 2
     head_dim: int = 64  # vLLM's CPU attention needs a head size of 64 or more
+    init_from: str | None = None
+    """Continue from this checkpoint's weights (a fresh optimizer and schedule) instead of from scratch."""
 
 
 def model_config(cfg: TeacherTrainConfig, tokenizer):
@@ -127,7 +129,10 @@ def train_teacher(cfg: TeacherTrainConfig, out: Path, log=print) -> dict:
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
     tokenizer = build_tokenizer()
-    model = LlamaForCausalLM(model_config(cfg, tokenizer))
+    if cfg.init_from:
+        model = LlamaForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+    else:
+        model = LlamaForCausalLM(model_config(cfg, tokenizer))
     n_params = sum(p.numel() for p in model.parameters())
     log(f"toy teacher: {n_params / 1e6:.2f}M parameters, {cfg.steps} steps of {cfg.batch_size}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
