@@ -11,13 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from sdd_ray.config import ConfigError, validate_config
-from sdd_ray.data import toy_records
+from sdd_ray.data import PRESETS, toy_records
 from sdd_ray.distill.config import DistillConfig
 from sdd_ray.distill.pipeline import bypass, prepare_batch, select_batch, to_generate
 from sdd_ray.distill.rewrite import load_templates, row_kind
 from sdd_ray.distill.schema import EMPTY_GENERATED, PREPARED, PROCESSED
 from sdd_ray.distill.shards import ShardWriter
-from sdd_ray.data import PRESETS
 
 
 def make_cfg(teacher="toy-teacher", **overrides) -> DistillConfig:
@@ -190,7 +189,7 @@ def test_interrupted_two_worker_run_resumes_exactly_once(tiny_llama, tmp_path, r
     first = run_distill(cfg, out)
     assert not first["complete"] and first["this_run"]["shards"] == 1
     committed = pq.read_table(out / "data").column("id").to_pylist()
-    assert 8 <= len(committed) < 30
+    assert 1 <= len(committed) <= 8
     # A run killed while writing: a half-written shard and a manifest whose shard never landed.
     (out / "data" / "part-00007.parquet.tmp").write_bytes(b"PAR1 partial")
     (out / "shards" / "part-00007.json").write_text(json.dumps({"rejected": [{"id": "phantom"}]}))

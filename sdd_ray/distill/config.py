@@ -59,7 +59,7 @@ class DistillConfig(StrictModel):
     max_new_tokens: int = Field(default=128, ge=1)
     """Token limit of a rewrite; a rewrite that reaches it is treated as truncated and not used."""
     shard_rows: int = Field(default=512, ge=1)
-    """Valid rows per output Parquet shard (the unit of resume)."""
+    """Rows (valid + rejected) per output shard: the unit of commit and resume."""
     max_shards: int | None = Field(default=None, ge=1)
     """Stop after writing this many shards in this run (an interrupted job, for tests and dry runs)."""
     progress: bool = True

@@ -26,11 +26,28 @@ from sdd_ray.distill.schema import EMPTY_GENERATED, EMPTY_SELECTED, PREPARED, PR
 from sdd_ray.distill.shards import ShardWriter, write_atomic
 
 LIGHT_CPUS = 0.25  # CPU reservation of the cheap per-batch functions
-PREPARE_ROWS = 256  # rows per prepared block: big enough to amortise a task, small enough to stream
+LIGHT_TASK = {"num_cpus": LIGHT_CPUS}
+MAX_BLOCKS = 20_000  # cap on read blocks; beyond it blocks hold more than one generation batch
 
 
-def read_records(spec: DataSpec):
-    """A Ray dataset of raw records: a `text` column of JSON lines (toy, JSONL) or the source's own columns."""
+def _blocks(rows: int, rows_per_block: int) -> int:
+    return min(MAX_BLOCKS, max(1, -(-rows // rows_per_block)))
+
+
+def _count_lines(paths: list[Path]) -> int:
+    count = 0
+    for path in paths:
+        with open(path, "rb") as handle:
+            count += sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    return count
+
+
+def read_records(spec: DataSpec, rows_per_block: int):
+    """A Ray dataset of raw records: a `text` column of JSON lines (toy, JSONL) or the source's own columns.
+
+    Local sources are read in blocks of about `rows_per_block` rows (one generation batch), so that
+    every actor of the pool gets work and each finished batch streams on to the writer at once.
+    """
     import ray.data
 
     kind = source_type(spec.source)
@@ -38,11 +55,18 @@ def read_records(spec: DataSpec):
         from sdd_ray.data import toy_records
 
         items = [{"text": json.dumps(r)} for r in toy_records(spec.source, spec.limit)]
-        ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // PREPARE_ROWS)))
+        ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items), rows_per_block))
     elif kind == "jsonl":
-        ds = ray.data.read_text([str(p) for p in local_files(spec.source, (".jsonl", ".json"))])
+        paths = local_files(spec.source, (".jsonl", ".json"))
+        blocks = _blocks(_count_lines(paths) + len(paths), rows_per_block)
+        ds = ray.data.read_text([str(p) for p in paths], override_num_blocks=blocks, ray_remote_args=LIGHT_TASK)
     elif kind == "parquet":
-        ds = ray.data.read_parquet([str(p) for p in local_files(spec.source, (".parquet",))])
+        import pyarrow.parquet as pq
+
+        paths = local_files(spec.source, (".parquet",))
+        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+        ds = ray.data.read_parquet([str(p) for p in paths], override_num_blocks=_blocks(rows, rows_per_block),
+                                   ray_remote_args=LIGHT_TASK)
     else:
         import datasets
 
@@ -108,19 +132,15 @@ def generate(ds, cfg: DistillConfig):
 def build_dataset(cfg: DistillConfig, done_ids: frozenset):
     """The lazy Ray dataset of processed rows (schema PROCESSED)."""
     templates = load_templates(cfg.templates)
-    prepared = read_records(cfg.data).map_batches(
+    prepared = read_records(cfg.data, cfg.batch_size).map_batches(
         prepare_batch,
         fn_kwargs={"json_lines": source_type(cfg.data.source) in ("toy", "jsonl"), "columns": column_map(cfg.data),
                    "task": default_task(cfg.data), "kind": default_kind(cfg.data), "task_kind": cfg.task_kind,
                    "templates": templates, "done_ids": done_ids},
-        batch_size=PREPARE_ROWS,
         batch_format="pyarrow",
         num_cpus=LIGHT_CPUS,
     )
-    # Blocks of one generation batch each (streaming repartition): every actor gets work and every
-    # finished batch reaches the writer at once, instead of a whole read block at the end.
-    todo = prepared.map_batches(to_generate, batch_format="pyarrow", num_cpus=LIGHT_CPUS)
-    generated = generate(todo.repartition(target_num_rows_per_block=cfg.batch_size), cfg)
+    generated = generate(prepared.map_batches(to_generate, batch_format="pyarrow", num_cpus=LIGHT_CPUS), cfg)
     selected = generated.map_batches(select_batch, batch_format="pyarrow", num_cpus=LIGHT_CPUS)
     return selected.union(prepared.map_batches(bypass, batch_format="pyarrow", num_cpus=LIGHT_CPUS))
 

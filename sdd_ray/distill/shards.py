@@ -91,7 +91,7 @@ class ShardWriter:
 
     @property
     def full(self) -> bool:
-        return len(self.valid) >= self.shard_rows
+        return len(self.valid) + len(self.rejected) >= self.shard_rows
 
     def flush(self) -> None:
         """Commit the pending rows as one shard (manifest first, then the Parquet rename)."""
