@@ -85,6 +85,16 @@ def test_config_rejects_impossible_combinations(tiny_llama):
         validate_config(FinetuneConfig, {**base, "response_column": "answer"})
 
 
+def test_resuming_refuses_checkpoints_of_a_different_run(tiny_llama, tmp_path):
+    from sdd_ray.train.trainer import check_resumable
+
+    cfg = _config(tiny_llama, tmp_path)
+    check_resumable(cfg, tmp_path / "run")
+    check_resumable(cfg.model_copy(update={"max_steps": 12, "epochs": 3}), tmp_path / "run")  # may go further
+    with pytest.raises(ConfigError, match=r"different settings \(lr, response_column\)"):
+        check_resumable(cfg.model_copy(update={"response_column": "original_response", "lr": 1.0}), tmp_path / "run")
+
+
 def test_missing_columns_name_what_exists():
     with pytest.raises(DataError, match=r"missing column\(s\) \['original_response'\].*distillation output"):
         check_columns(["instruction", "response"], "original_response", "d.jsonl")
@@ -160,7 +170,7 @@ def ddp_run(ray_local, tiny_llama, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 def test_deepspeed_zero2_lowers_the_loss_and_resumes_after_a_failure(deepspeed_run):
     metrics, out = deepspeed_run
     losses = [s["loss"] for s in metrics["steps"]]
@@ -175,7 +185,7 @@ def test_deepspeed_zero2_lowers_the_loss_and_resumes_after_a_failure(deepspeed_r
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 def test_ddp_follows_the_same_curve_as_resumed_deepspeed(ddp_run, deepspeed_run):
     """Same data order, init and AdamW: DDP and the interrupted ZeRO-2 run give the same losses."""
     ddp = [s["loss"] for s in ddp_run[0]["steps"]]
@@ -185,7 +195,7 @@ def test_ddp_follows_the_same_curve_as_resumed_deepspeed(ddp_run, deepspeed_run)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 def test_exported_model_reloads_with_transformers_alone(ddp_run, tiny_llama):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -202,7 +212,7 @@ def test_exported_model_reloads_with_transformers_alone(ddp_run, tiny_llama):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 def test_zero3_lora_runs_and_exports_a_merged_model(ray_local, tiny_llama, tmp_path):
     from transformers import AutoModelForCausalLM
 

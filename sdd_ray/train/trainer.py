@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sdd_ray.config import ConfigError
 from sdd_ray.train.config import FinetuneConfig
 from sdd_ray.train.data import DataError, check_columns
 
@@ -95,11 +96,36 @@ def build_trainer(cfg: FinetuneConfig, storage_path: str | Path, dataset):
     )
 
 
+# Settings a resumed run may change; any other difference means the checkpoints belong to another run.
+RESUMABLE_CHANGES = {"epochs", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "max_failures",
+                     "fail_at_step", "save_adapter", "storage_path"}
+
+
+def check_resumable(cfg: FinetuneConfig, run_dir: Path) -> None:
+    """Record the run's settings in `run_dir`; refuse to resume checkpoints made with different ones."""
+    import json
+
+    settings = cfg.model_dump(mode="json", exclude=RESUMABLE_CHANGES)
+    record = run_dir / "sdd_ray_finetune.json"
+    if record.is_file():
+        before = json.loads(record.read_text())
+        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        if changed:
+            raise ConfigError(
+                f"{run_dir} holds checkpoints of a run with different settings ({', '.join(changed)}); "
+                "use another --out (or storage_path / run_name), or delete that directory to start over"
+            )
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings, indent=2))
+
+
 def fit(cfg: FinetuneConfig, storage_path: str | Path):
     """Run the training job (resuming from the run's last checkpoint if one exists); the Ray `Result`."""
     import ray
     import ray.data
 
+    check_resumable(cfg, Path(storage_path).resolve() / cfg.run_name)
     if not ray.is_initialized():
         ray.init(configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the workers' reads would draw bars
