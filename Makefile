@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/sdd-ray evaluate --model toy-teacher --out runs/demo/results.json
+	$(BIN)/sdd-ray run configs/demo.yaml --out runs/demo
 
 test: setup
 	$(BIN)/pytest -q tests

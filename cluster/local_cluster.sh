@@ -18,8 +18,7 @@
 # bind 127.0.0.1; Ray's GCS and raylets listen on all interfaces, so on a shared network use `token`.
 set -euo pipefail
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
-# Generous start-up timeouts: on a busy machine a raylet or a worker can take minutes to come up.
-export RAY_raylet_start_wait_time_s=${RAY_raylet_start_wait_time_s:-300}
+# A generous worker start-up timeout: on a busy machine a worker process can take minutes to come up.
 export RAY_worker_register_timeout_seconds=${RAY_worker_register_timeout_seconds:-300}
 
 BASE_PORT=${BASE_PORT:-26400}

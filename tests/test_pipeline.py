@@ -326,3 +326,26 @@ def test_pipeline_job_on_two_node_cluster_resumes_and_reuses(two_node_cluster, t
     assert logs.count(": reused ") == len(plan.jobs) and ": start:" not in logs
     again = json.loads((out / "summary.json").read_text())
     assert again["arms"] == summary["arms"] and all(s["cached"] for s in again["stages"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_block_size_sweep_report(ray_local, tiny_llama, tmp_path):
+    """Two block sizes without fine-tuning: the sweep table and plot, recovery and accepted length per size."""
+    from sdd_ray.pipeline.run import run_pipeline
+
+    data = short_config(tiny_llama, tmp_path / "sweep", prune={"block_size": [1, 3]},
+                        specdec={"drafts": ["no_ft"], "limit": 1, "max_new_tokens": 4}, evaluate={"limit": 2})
+    for block in ("distill", "finetune", "merge"):
+        data.pop(block)
+    cfg = load_run_config(write_config(tmp_path / "sweep.yaml", data))
+    assert cfg.stages == ["baseline", "prune", "evaluate", "specdec"]
+    summary = run_pipeline(cfg)
+    sweep = {row["block_size"]: row for row in summary["sweep"]}
+    assert list(sweep) == [1, 3]
+    assert sweep[1]["num_layers_after"] == 5 and sweep[3]["num_layers_after"] == 3
+    assert 0 < sweep[1]["params_removed_pct"] < sweep[3]["params_removed_pct"] < 100
+    assert set(sweep[3]["recovery_pct"]) == {"no_ft"} and set(sweep[3]["mean_accepted_length"]) == {"no_ft"}
+    assert summary["arms"]["no_ft"]["recovery_pct"] == sweep[1]["recovery_pct"]["no_ft"]
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert "## Block-size sweep" in report and (tmp_path / "sweep" / "sweep.png").is_file()

@@ -35,7 +35,7 @@ WIRED = {
     DistillConfig: {"teacher"},
     FinetuneConfig: {"model", "data", "response_column", "storage_path", "run_name"},
     MergeConfig: {"models", "base_model"},
-    EvaluateConfig: {"model", "baseline", "use_ray"},
+    EvaluateConfig: {"model", "baseline", "use_ray", "resources"},  # placement: `ray.resources.evaluate`
     SpecDecConfig: {"target", "drafts"},
 }
 
