@@ -50,6 +50,21 @@ def prepare_pair(target: str, draft: str | None, workdir: Path) -> tuple[str, st
     return target, str(out), f"{target} / itself without layers {block[0]}..{block[-1]} (no fine-tuning)"
 
 
+def start_ray(attempts: int = 3) -> None:
+    """A local 2-CPU Ray; retried because Ray gives a raylet only 30 s to register, which a loaded
+    shared machine can miss."""
+    import ray
+
+    for attempt in range(attempts):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            return
+        except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception for this timeout
+            if "timed out during startup" not in str(error) or attempt == attempts - 1:
+                raise
+            ray.shutdown()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -88,7 +103,7 @@ def main() -> None:
             "target": {"path": target}, "draft": {"path": draft}, "model_name": "bench", "k": args.k,
             "port": port, "max_ongoing_requests": args.concurrency * 2,
         })
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        start_ray()
         started = time.perf_counter()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(cfg), name="sdd-ray-bench", route_prefix="/", blocking=False)
