@@ -43,10 +43,11 @@ def load_prompts(data: str, limit: int | None, seed: int = 0) -> list[str]:
     return prompts[:limit] if limit else prompts
 
 
-def _draft_entry(name: str, spec_path: str, spec, target, identical: list[bool] | None, num_layers: int) -> dict:
+def _draft_entry(name: str, path: str, spec, target, identical: list[bool] | None, num_layers: int) -> dict:
+    """One table row: `spec` and `target` are the DecodeMetrics of speculative and target-only decoding."""
     return {
         "draft": name,
-        "path": spec_path,
+        "path": path,
         "num_layers": num_layers,
         "mean_accepted_length": spec.mean_accepted_length,
         "acceptance_rate": spec.acceptance_rate,
