@@ -94,6 +94,9 @@ def test_api_key_from_environment_variable(monkeypatch):
     assert resolve_api_key("SDD_TEST_KEY") == "secret"
     assert resolve_api_key("literal-key") == "literal-key"
     assert resolve_api_key(None) is None
+    monkeypatch.delenv("SDD_UNSET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="SDD_UNSET_KEY is not set"):
+        resolve_api_key("SDD_UNSET_KEY")
 
 
 # ---- the running app ------------------------------------------------------------------------

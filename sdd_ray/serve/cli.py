@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Optional
 
 import typer
@@ -11,10 +12,20 @@ from sdd_ray.cli_utils import console
 
 
 def resolve_api_key(value: str | None) -> str | None:
-    """`--api-key`: the name of a set environment variable (its value is used), or the key itself."""
+    """`--api-key`: the name of a set environment variable (its value is used), or the key itself.
+
+    A value shaped like a variable name (`SDD_API_KEY`) that is not set is an error rather than a
+    key, so a forgotten `export` does not silently make the variable's name the password.
+    """
     if not value:
         return None
-    return os.environ.get(value, value)
+    if value in os.environ:
+        return os.environ[value]
+    if re.fullmatch(r"[A-Z_][A-Z0-9_]*", value):
+        from sdd_ray.config import ConfigError
+
+        raise ConfigError(f"command line: api_key: environment variable {value} is not set")
+    return value
 
 
 def serve(
