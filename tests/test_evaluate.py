@@ -219,11 +219,11 @@ def assert_same_scores(h: dict, b: dict, n: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_harness_equals_builtin_on_the_same_examples(toy_teacher):
     """lm-eval over the local toy tasks scores each example exactly as the built-in evaluator."""
-    h, b = harness_and_builtin(toy_teacher, ["arith", "facts", "instruct"], 16)
-    assert_same_scores(h, b, 16)
+    h, b = harness_and_builtin(toy_teacher, ["arith", "facts", "instruct"], 8)
+    assert_same_scores(h, b, 8)
     assert h["arith"]["value"] > 0  # a real signal, not 0 == 0
 
 
