@@ -130,19 +130,21 @@ def _sweep_plot(rows: list[dict], out: Path) -> str | None:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = [r["params_removed_pct"] for r in rows]
+    colors = {}
     for arm in ("no_ft", "sft", "sdd", "merged"):
         ys = [r["recovery_pct"].get(arm) for r in rows]
         if any(y is not None for y in ys):
-            ax.plot(xs, ys, marker="o", label=f"recovery, {ARM_NAMES[arm]}")
-    ax.set_xlabel("parameters removed (%)")
+            (line,) = ax.plot(xs, ys, marker="o", label=f"recovery, {ARM_NAMES[arm]}")
+            colors[arm] = line.get_color()
+    ax.set_xticks(xs, [f"{x:.0f}%\nn={r['block_size']}" for x, r in zip(xs, rows)])
+    ax.set_xlabel("parameters removed (n: layers removed)")
     ax.set_ylabel("recovery (%)")
-    for r in rows:
-        ax.annotate(f"n={r['block_size']}", (r["params_removed_pct"], 2), fontsize=7, ha="center")
     twin = ax.twinx()
-    for arm, style in (("no_ft", ":"), ("sft", "--"), ("sdd", "-.")):
+    for arm in ("no_ft", "sft", "sdd", "merged"):
         ys = [r["mean_accepted_length"].get(arm) for r in rows]
         if any(y is not None for y in ys):
-            twin.plot(xs, ys, linestyle=style, color="gray", marker="x", label=f"accepted length, {ARM_NAMES[arm]}")
+            twin.plot(xs, ys, linestyle="--", color=colors.get(arm, "gray"), marker="x",
+                      label=f"accepted length, {ARM_NAMES[arm]}")
     twin.set_ylabel("mean accepted length (tokens / target pass)")
     lines = ax.get_legend_handles_labels()
     twin_lines = twin.get_legend_handles_labels()
