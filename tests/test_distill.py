@@ -115,16 +115,16 @@ def test_vllm_processor_config(tmp_path):
     assert type(config).__module__ == "ray.data.llm"
     assert (config.model_source, config.concurrency, config.batch_size) == (str(tmp_path), 3, 32)
     assert config.engine_kwargs == {"tensor_parallel_size": 2, "pipeline_parallel_size": 1, "trust_remote_code": False,
-                                    "dtype": "bfloat16", "max_model_len": 2048, "gpu_memory_utilization": 0.9,
+                                    "gpu_memory_utilization": 0.9, "dtype": "bfloat16", "max_model_len": 2048,
                                     "enable_prefix_caching": True, "task_type": "generate"}
     assert config.should_continue_on_error and config.placement_group_config is None
-    assert config.chat_template_stage is False and not has_chat_template(str(tmp_path))
+    assert config.chat_template_stage == {"enabled": False, "num_cpus": 0.25} and not has_chat_template(str(tmp_path))
+    assert config.tokenize_stage == config.detokenize_stage == {"enabled": True, "num_cpus": 0.25}
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
     assert has_chat_template(str(tmp_path))
 
     cpu = processor_config(cfg.model_copy(update={"vllm": cfg.vllm.model_copy(update={"device": "cpu", "cpus_per_engine": 2.0})}))
     assert [b["CPU"] for b in cpu.placement_group_config["bundles"]] == [2.0, 2.0]
-    assert "gpu_memory_utilization" not in cpu.engine_kwargs
 
     assert request({"prompt": "P", "id": "a"}, 50, chat=False) == {
         "prompt": "P", "id": "a", "sampling_params": {"temperature": 0.0, "max_tokens": 50}}

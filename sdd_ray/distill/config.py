@@ -21,6 +21,7 @@ class VLLMOptions(StrictModel):
     max_model_len: int | None = Field(default=None, gt=0)
     """Context length the engine allocates for; default: the model's."""
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    """Fraction of GPU memory for weights + KV cache; on `device: cpu`, of host memory (set it low on shared hosts)."""
     max_concurrent_batches: int = Field(default=8, ge=1)
     """Batches in flight per engine, to hide per-batch tail latency."""
     accelerator_type: str | None = None
@@ -29,6 +30,8 @@ class VLLMOptions(StrictModel):
     """`cpu` runs engines on CPU-only nodes (a CPU build of vLLM) by giving each a CPU bundle."""
     cpus_per_engine: float = Field(default=1.0, gt=0)
     """CPUs reserved per engine when `device` is `cpu`."""
+    cpus_per_stage: float = Field(default=0.25, gt=0)
+    """CPUs reserved by each actor of the chat-template, tokenize and detokenize stages."""
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra `vllm.EngineArgs` (e.g. `enable_prefix_caching`), merged over the settings above."""
 

@@ -30,6 +30,8 @@ def engine_kwargs(cfg: DistillConfig) -> dict[str, Any]:
         "tensor_parallel_size": options.tensor_parallel_size,
         "pipeline_parallel_size": options.pipeline_parallel_size,
         "trust_remote_code": cfg.teacher.trust_remote_code,
+        # On the CPU backend this is the fraction of host memory vLLM reserves (weights + KV cache).
+        "gpu_memory_utilization": options.gpu_memory_utilization,
     }
     if cfg.teacher.revision:
         kwargs["revision"] = cfg.teacher.revision
@@ -37,8 +39,6 @@ def engine_kwargs(cfg: DistillConfig) -> dict[str, Any]:
         kwargs["dtype"] = cfg.teacher.dtype
     if options.max_model_len:
         kwargs["max_model_len"] = options.max_model_len
-    if options.device == "gpu":
-        kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
     return {**kwargs, **options.engine_kwargs}
 
 
@@ -71,9 +71,11 @@ def processor_config(cfg: DistillConfig):
         batch_size=cfg.batch_size,
         max_concurrent_batches=options.max_concurrent_batches,
         should_continue_on_error=True,  # one bad row must not kill the job
-        chat_template_stage=has_chat_template(cfg.teacher.path),
-        tokenize_stage=True,
-        detokenize_stage=True,
+        # The CPU stages around the engine are actor pools too; left at Ray's default of one CPU
+        # each, they and the engine ask for more CPUs than a small machine has, and nothing runs.
+        chat_template_stage={"enabled": has_chat_template(cfg.teacher.path), "num_cpus": options.cpus_per_stage},
+        tokenize_stage={"enabled": True, "num_cpus": options.cpus_per_stage},
+        detokenize_stage={"enabled": True, "num_cpus": options.cpus_per_stage},
         **extra,
     )
 
