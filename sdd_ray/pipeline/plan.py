@@ -86,6 +86,11 @@ def _spec(path: Path, base: ModelSpec) -> dict:
     return {**base.model_dump(), "path": str(path), "revision": None}
 
 
+def _local(path: str) -> str:
+    """A relative path that exists here, made absolute: Ray workers need not share the driver's directory."""
+    return str(Path(path).resolve()) if not Path(path).is_absolute() and Path(path).exists() else path
+
+
 def build_plan(cfg: RunConfig, out: Path) -> Plan:
     """Every unit of `cfg`'s run under `out`, with its stage config."""
     from sdd_ray.distill.config import DistillConfig
@@ -117,11 +122,14 @@ def build_plan(cfg: RunConfig, out: Path) -> Plan:
 
     if cfg.runs("distill"):
         unit = StageUnit("distill", "distill", _settings(cfg.distill, teacher=model_key))
-        config = DistillConfig(**{**cfg.distill.model_dump(), "teacher": base.model_dump()})
+        distill_block = cfg.distill.model_dump()
+        distill_block["data"]["source"] = _local(distill_block["data"]["source"])
+        config = DistillConfig(**{**distill_block, "teacher": base.model_dump()})
         doing = f"teacher rewrites {config.data.source} ({config.backend}, {config.num_workers} workers)"
         plan.distill = Job(unit, config, doing)
 
     prune_block = cfg.prune.model_dump(exclude={"block_size"})
+    prune_block["calib"] = _local(prune_block["calib"])
     for size in cfg.prune.block_sizes:
         unit = StageUnit("prune", f"prune[bs={size}]", _settings(cfg.prune, {"block_size"}, block_size=size, model=model_key))
         config = PruneConfig(**{**prune_block, "model": base.model_dump(), "block_size": size})
@@ -167,7 +175,7 @@ def build_plan(cfg: RunConfig, out: Path) -> Plan:
             unit = StageUnit("specdec", f"specdec[bs={size}]", _settings(cfg.specdec, {"drafts"}, target=model_key),
                              {f"draft_{name}": job.unit for name, job in chosen.items()})
             config = SpecDecConfig(**{
-                **cfg.specdec.model_dump(exclude={"drafts"}), "target": base.model_dump(),
+                **cfg.specdec.model_dump(exclude={"drafts"}), "data": _local(cfg.specdec.data), "target": base.model_dump(),
                 "drafts": {name: _spec(plan.artifact(job), base) for name, job in chosen.items()},
             })
             doing = f"k = {config.k}, drafts {', '.join(chosen)} vs target-only decoding"
