@@ -206,3 +206,19 @@ def test_serve_app_over_http(client, server):
     assert speculative["acceptance_rate"] == 1.0
     assert speculative["mean_accepted_length"] > 1.0
     assert client.get("/v1/metrics").json()["speculative"]["requests"] == 12
+
+
+@pytest.mark.vllm
+def test_speculative_config_keys_are_vllm_fields():
+    """Run in the vLLM venv (`make test-vllm` env): our keys are fields of vLLM's SpeculativeConfig."""
+    import dataclasses
+    import typing
+
+    speculative = pytest.importorskip("vllm.config.speculative")
+    from sdd_ray.serve.vllm_app import speculative_config
+
+    cfg = validate_config(ServeConfig, {"target": {"path": "t"}, "draft": {"path": "d", "revision": "main"},
+                                        "engine": "vllm", "k": 3})
+    spec = speculative_config(cfg)
+    assert set(spec) <= {f.name for f in dataclasses.fields(speculative.SpeculativeConfig)}
+    assert spec["method"] in typing.get_args(speculative.SpeculativeMethod)
