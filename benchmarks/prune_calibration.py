@@ -8,7 +8,8 @@ per-token cosine per layer). The target is at most 1.2x the plain forward pass. 
 - `ray_data_1_worker`: `calibration_sums_ray` with one actor, end to end (Ray Data planning, actor
   start and model load included: a fixed cost that large calibration sets amortise).
 
-Each figure is the best of `--repeats` interleaved rounds (the machine is shared). Writes
+Each figure is the best of `--repeats` interleaved rounds, as wall time and as this process's CPU
+time (the steadier figure on a shared machine; the Ray row has wall time only). Writes
 benchmarks/results/prune_calibration.json.
 
     .venv/bin/python benchmarks/prune_calibration.py [--model toy-teacher] [--samples 512]
@@ -29,16 +30,18 @@ import torch
 RESULTS = Path(__file__).parent / "results" / "prune_calibration.json"
 
 
-def best_of(repeats: int, fns: dict) -> dict[str, float]:
-    """Best time of each function over `repeats` rounds; rounds interleave the functions so that
-    load from other processes on the shared machine falls on all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
+def best_of(repeats: int, fns: dict) -> dict[str, dict[str, float]]:
+    """Best wall and best CPU (this process) seconds of each function over `repeats` rounds. Rounds
+    interleave the functions so that load from other processes falls on all of them alike; on a
+    shared machine the CPU time of this process is the steadier figure."""
+    times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            started = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             fn()
-            times[name].append(time.perf_counter() - started)
-    return {name: min(values) for name, values in times.items()}
+            times[name]["cpu"].append(time.process_time() - cpu)
+            times[name]["wall"].append(time.perf_counter() - wall)
+    return {name: {kind: min(values) for kind, values in kinds.items()} for name, kinds in times.items()}
 
 
 def main() -> None:
@@ -90,10 +93,12 @@ def main() -> None:
             spec, texts, num_layers, None, args.batch_size, "angular", num_workers=1, cpus_per_worker=1.0)}))
         ray.shutdown()
 
+    if "ray_data_1_worker" in seconds:
+        del seconds["ray_data_1_worker"]["cpu"]  # the work runs in the actor's process, not this one
     base = seconds["plain_forward"]
     result = {
         "benchmark": "prune_calibration",
-        "command": "python benchmarks/prune_calibration.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python", "benchmarks/prune_calibration.py", *sys.argv[1:]]),
         "model": spec.path if args.model != "toy-teacher" else "toy-teacher",
         "num_layers": num_layers,
         "samples": len(texts),
@@ -102,8 +107,10 @@ def main() -> None:
         "torch_threads": args.threads,
         "repeats": {"inprocess": args.repeats, "ray": args.ray_repeats},
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), torch {torch.__version__}",
-        "seconds": {name: round(value, 4) for name, value in seconds.items()},
-        "ratio_to_plain_forward": {name: round(value / base, 3) for name, value in seconds.items()},
+        "seconds": {name: {k: round(v, 4) for k, v in t.items()} for name, t in seconds.items()},
+        "ratio_to_plain_forward": {
+            name: {kind: round(value / base[kind], 3) for kind, value in t.items()} for name, t in seconds.items()
+        },
         "target_ratio": 1.2,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -112,14 +112,24 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long() * (positions + 1)).argmax(dim=1)
 
 
-def tokenize(tokenizer, texts: list[str], max_length: int | None):
+def pad_right(token_ids: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded batch: with causal attention the pads then never touch the real tokens."""
-    previous, tokenizer.padding_side = tokenizer.padding_side, "right"
-    try:
-        return tokenizer(texts, return_tensors="pt", padding=True, truncation=max_length is not None,
-                         max_length=max_length)
-    finally:
-        tokenizer.padding_side = previous
+    width = max(len(ids) for ids in token_ids)
+    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for row, ids in enumerate(token_ids):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def token_ids(tokenizer, texts: list[str], max_length: int | None) -> list[list[int]]:
+    return tokenizer(texts, truncation=max_length is not None, max_length=max_length)["input_ids"]
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int | None) -> dict[str, torch.Tensor]:
+    """Tokenized, truncated to `max_length`, right-padded."""
+    return pad_right(token_ids(tokenizer, texts, max_length), tokenizer.pad_token_id)
 
 
 def check_lengths(tokenizer, texts: list[str], max_length: int | None, context: int | None) -> list[int]:
@@ -157,10 +167,9 @@ def calibration_sums(model, tokenizer, texts: list[str], max_length: int | None,
     """Sums over `texts` in batches, in this process. Texts are sorted by length to pad less; sums don't care."""
     _, layers = find_decoder_layers(model)
     total = CalibrationSums.zeros(len(layers))
-    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
-    ordered = [texts[i] for i in sorted(range(len(texts)), key=lengths.__getitem__)]
+    encoded = sorted(token_ids(tokenizer, texts, max_length), key=len)
     with LayerStateRecorder(model, with_bi=metric == "bi") as recorder:
-        for start in range(0, len(ordered), batch_size):
-            batch = tokenize(tokenizer, ordered[start:start + batch_size], max_length)
+        for start in range(0, len(encoded), batch_size):
+            batch = pad_right(encoded[start:start + batch_size], tokenizer.pad_token_id)
             total = total + batch_sums(model, recorder, batch["input_ids"], batch["attention_mask"])
     return total
