@@ -97,7 +97,7 @@ def bar_chart(c: Comparison, out: str | Path) -> Path:
 
     columns = [*c.tasks, "average"]
     width = 0.8 / len(c.names)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(columns) * max(1, len(c.names)) / 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(columns) * len(c.names)), 4.5))
     for i, (name, scores, avg, rec) in enumerate(zip(c.names, c.scores, c.averages, c.recovery)):
         values = [100 * scores[t] for t in c.tasks] + [100 * avg]
         xs = [k + (i - (len(c.names) - 1) / 2) * width for k in range(len(columns))]
@@ -105,7 +105,7 @@ def bar_chart(c: Comparison, out: str | Path) -> Path:
     ax.set_xticks(range(len(columns)), columns)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(4, len(c.names)))
     ax.set_title(f"Accuracy per task; recovery vs {c.baseline}")
     fig.tight_layout()
     out = Path(out)
