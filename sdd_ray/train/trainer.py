@@ -125,6 +125,9 @@ def fit(cfg: FinetuneConfig, storage_path: str | Path):
     import ray
     import ray.data
 
+    from sdd_ray.models import load_tokenizer
+
+    load_tokenizer(cfg.model)  # a missing model fails here, before any worker starts
     check_resumable(cfg, Path(storage_path).resolve() / cfg.run_name)
     if not ray.is_initialized():
         ray.init(configure_logging=False)
