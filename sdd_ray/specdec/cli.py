@@ -58,6 +58,6 @@ def specdec(
         console.print(
             f"{row['draft']:>12}  mean accepted length {row['mean_accepted_length']:.2f}  "
             f"acceptance {row['acceptance_rate']:.3f}  {row['tokens_per_s_speculative']:.1f} tok/s  "
-            f"speedup {row['speedup']:.2f}x{same}"
+            f"speedup {row['speedup']:.2f}x (cpu time {row['speedup_cpu_time']:.2f}x){same}"
         )
     console.print(f"wrote {out}")

@@ -58,6 +58,7 @@ class DecodeMetrics:
     proposed_by_position: list[int] = field(default_factory=list)
     accepted_by_position: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # process CPU time: steadier than wall time on a shared machine
     requests: int = 1
 
     def record_draft(self, proposed: int, accepted: int) -> None:
@@ -88,6 +89,7 @@ class DecodeMetrics:
             proposed_by_position=add(self.proposed_by_position, other.proposed_by_position),
             accepted_by_position=add(self.accepted_by_position, other.accepted_by_position),
             seconds=self.seconds + other.seconds,
+            cpu_seconds=self.cpu_seconds + other.cpu_seconds,
             requests=self.requests + other.requests,
         )
 
@@ -113,6 +115,10 @@ class DecodeMetrics:
     def tokens_per_s(self) -> float:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def tokens_per_cpu_s(self) -> float:
+        return self.new_tokens / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
+
     def as_dict(self) -> dict:
         return {
             "requests": self.requests,
@@ -127,6 +133,8 @@ class DecodeMetrics:
             "acceptance_rate_by_position": self.acceptance_rate_by_position,
             "seconds": self.seconds,
             "tokens_per_s": self.tokens_per_s,
+            "cpu_seconds": self.cpu_seconds,
+            "tokens_per_cpu_s": self.tokens_per_cpu_s,
         }
 
 
@@ -209,7 +217,7 @@ class SpeculativeDecoder:
         target_cache, draft_cache = _new_cache(self.target), _new_cache(self.draft)
         produced = 0
         while produced < max_new_tokens:
-            step_start = time.perf_counter()
+            step_start, cpu_start = time.perf_counter(), time.process_time()
             # Never propose past the budget: the bonus token needs one slot of its own.
             k = min(self.k, max_new_tokens - produced - 1)
             proposals, draft_probs = self._propose(ids, draft_cache, k, sampling, generator)
@@ -239,6 +247,7 @@ class SpeculativeDecoder:
             if chunk.finish_reason is None and produced >= max_new_tokens:
                 chunk.finish_reason = "length"
             metrics.seconds += time.perf_counter() - step_start  # decoding time, not the consumer's
+            metrics.cpu_seconds += time.process_time() - cpu_start
             yield chunk
             if chunk.finish_reason:
                 return
@@ -284,7 +293,7 @@ def target_only_stream(
     cache = _new_cache(model)
     pending = list(prompt_ids)
     for produced in range(max_new_tokens):
-        step_start = time.perf_counter()
+        step_start, cpu_start = time.perf_counter(), time.process_time()
         logits = _forward(model, cache, pending)[-1]
         metrics.target_forwards += 1
         if sampling.greedy:
@@ -294,6 +303,7 @@ def target_only_stream(
         metrics.new_tokens += 1
         finish = "stop" if token in eos else ("length" if produced + 1 == max_new_tokens else None)
         metrics.seconds += time.perf_counter() - step_start
+        metrics.cpu_seconds += time.process_time() - cpu_start
         yield Chunk([token], finish)
         if finish:
             return
