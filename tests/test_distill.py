@@ -176,7 +176,7 @@ def write_mixed_jsonl(path, n_valid: int):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_interrupted_two_worker_run_resumes_exactly_once(tiny_llama, tmp_path, ray_local):
     from sdd_ray.cli import app
     from sdd_ray.distill.run import run_distill
