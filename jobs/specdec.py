@@ -1,14 +1,15 @@
 """Speculative decoding measurement as a Ray job entry point (same flags as `sdd-ray specdec`).
 
     ray job submit --working-dir . -- python jobs/specdec.py \
-        --target toy-teacher --draft no-ft=runs/pruned --data toy:all --k 4 --out runs/specdec.json
+        --target toy-teacher --draft no_ft=runs/pruned --data toy:all --k 4 --out runs/specdec.json
 """
 
 from __future__ import annotations
 
-import typer
+import sys
 
-from sdd_ray.specdec.cli import specdec
+from sdd_ray.cli import main
 
 if __name__ == "__main__":
-    typer.run(specdec)
+    sys.argv.insert(1, "specdec")  # the CLI's error handling: config errors -> one line, exit 2
+    main()
