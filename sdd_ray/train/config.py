@@ -41,7 +41,7 @@ class FinetuneConfig(StrictModel):
     strategy: Literal["deepspeed", "ddp"] = "deepspeed"
     zero_stage: Literal[2, 3] = 2
     offload_optimizer: bool = False
-    """DeepSpeed: keep optimizer states in CPU memory (needs DeepSpeed's CPU Adam, JIT-compiled on first use)."""
+    """DeepSpeed: keep optimizer states in CPU memory (stepped by torch AdamW there, not DeepSpeed's JIT-built CPU Adam)."""
     offload_params: bool = False
     """DeepSpeed ZeRO-3 only: keep parameters in CPU memory."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
