@@ -80,7 +80,10 @@ def build_trainer(cfg: FinetuneConfig, storage_path: str | Path, dataset):
     from sdd_ray.train.loop import train_func
 
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
-    stored = cfg.model_copy(update={"storage_path": str(Path(storage_path).resolve())})
+    model = cfg.model
+    if Path(model.path).exists():  # workers run in another directory: relative paths would not resolve there
+        model = model.model_copy(update={"path": str(Path(model.path).resolve())})
+    stored = cfg.model_copy(update={"storage_path": str(Path(storage_path).resolve()), "model": model})
     return TorchTrainer(
         train_func,
         train_loop_config={"finetune": stored.model_dump(mode="json")},
