@@ -340,7 +340,7 @@ def test_mismatched_checkpoints_get_a_clear_error(parents, tmp_path):
     (variant(a, tmp_path / "a_pruned") / "pruning.json").write_text(json.dumps({"removed_layers": [7, 8]}))
     with pytest.raises(MergeMismatchError, match=r"A removed layers \[7, 8\], B removed layers \[3, 4\]"):
         run_merge(merge_cfg(tmp_path / "a_pruned", other_block), tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
 
 def test_lora_adapter_is_folded_before_merging(parents, tmp_path):

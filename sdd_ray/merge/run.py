@@ -116,17 +116,21 @@ def run_merge(cfg: MergeConfig, out: str | Path) -> dict:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     base_index = cfg.base_index
-    with tempfile.TemporaryDirectory(prefix=".fold-", dir=partial.parent) as scratch:
-        parents = [prepare_parent(spec, Path(scratch) / f"parent{i}") for i, spec in enumerate(cfg.models)]
-        base_dir, other_dir = parents[base_index][0], parents[1 - base_index][0]
-        base, other = Checkpoint(base_dir), Checkpoint(other_dir)
-        _check_layer_range(cfg, base.num_layers)
-        tensors = merge_checkpoints(
-            base, other, partial, cfg.t, get_merge_method(cfg.merge_method),
-            dtype=getattr(torch, cfg.dtype) if cfg.dtype else None,
-            max_shard_bytes=int(cfg.max_shard_mb * 2**20),
-        )
-        copy_metadata(base_dir, partial, cfg.dtype)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".fold-", dir=partial.parent) as scratch:
+            parents = [prepare_parent(spec, Path(scratch) / f"parent{i}") for i, spec in enumerate(cfg.models)]
+            base_dir, other_dir = parents[base_index][0], parents[1 - base_index][0]
+            base, other = Checkpoint(base_dir), Checkpoint(other_dir)
+            _check_layer_range(cfg, base.num_layers)
+            tensors = merge_checkpoints(
+                base, other, partial, cfg.t, get_merge_method(cfg.merge_method),
+                dtype=getattr(torch, cfg.dtype) if cfg.dtype else None,
+                max_shard_bytes=int(cfg.max_shard_mb * 2**20),
+            )
+            copy_metadata(base_dir, partial, cfg.dtype)
+    except BaseException:  # leave no half-written model behind, then re-raise
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     summary = {
         "method": cfg.merge_method,
         "models": [info for _, info in parents],
