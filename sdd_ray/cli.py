@@ -12,9 +12,9 @@ import typer
 
 from sdd_ray.distill.cli import distill
 from sdd_ray.evaluate.cli import compare, evaluate
-from sdd_ray.prune.cli import prune
 from sdd_ray.merge.cli import merge
 from sdd_ray.pipeline.cli import run
+from sdd_ray.prune.cli import prune
 from sdd_ray.serve.cli import serve
 from sdd_ray.specdec.cli import specdec
 from sdd_ray.train.cli import finetune
@@ -34,13 +34,13 @@ def _root() -> None:
     """Recover layer-pruned LLMs with self-data distillation, on Ray."""
 
 
-app.command()(distill)
-app.command()(evaluate)
 app.command()(run)
-app.command()(compare)
 app.command()(prune)
-app.command()(merge)
+app.command()(distill)
 app.command()(finetune)
+app.command()(merge)
+app.command()(evaluate)
+app.command()(compare)
 app.command()(specdec)
 app.command()(serve)
 

@@ -46,7 +46,7 @@ def resolve_dtype(spec: ModelSpec) -> torch.dtype:
     return torch.float32
 
 
-def _check_exists(spec: ModelSpec) -> None:
+def check_model_exists(spec: ModelSpec) -> None:
     """Fail early with a clear message when the model is neither on disk nor on the hub."""
     path = Path(spec.path)
     if path.exists():
@@ -75,7 +75,7 @@ def load_tokenizer(model: str | Path | ModelSpec):
     from transformers import AutoTokenizer
 
     spec = as_spec(model)
-    _check_exists(spec)
+    check_model_exists(spec)
     tokenizer = AutoTokenizer.from_pretrained(
         spec.path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
     )
@@ -89,7 +89,7 @@ def load_model(model: str | Path | ModelSpec, eval_mode: bool = True):
     from transformers import AutoModelForCausalLM
 
     spec = as_spec(model)
-    _check_exists(spec)
+    check_model_exists(spec)
     loaded = AutoModelForCausalLM.from_pretrained(
         spec.path,
         revision=spec.revision,
@@ -120,7 +120,7 @@ def model_num_layers(model: str | Path | ModelSpec) -> int:
     from transformers import AutoConfig
 
     spec = as_spec(model)
-    _check_exists(spec)
+    check_model_exists(spec)
     config = AutoConfig.from_pretrained(spec.path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     return int(text_config.num_hidden_layers)

@@ -38,9 +38,9 @@ def build_lm(spec: ModelSpec, cfg: EvaluateConfig):
     """The lm-eval model object (loaded once per evaluation)."""
     from lm_eval.api.registry import get_model
 
-    from sdd_ray.models import _check_exists, resolve_device
+    from sdd_ray.models import check_model_exists, resolve_device
 
-    _check_exists(spec)
+    check_model_exists(spec)
     extra = {"batch_size": cfg.batch_size}
     if cfg.harness.backend == "hf":
         extra["device"] = str(resolve_device(spec))
