@@ -18,6 +18,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from sdd_ray.prompts import instruction_prompt, load_template, rewrite_prompt
+from sdd_ray.train.data import collate
 from sdd_ray.toy.tasks import GENERATORS, KB, TASK_KIND
 
 TEACHER_DIR = Path(__file__).parent / "teacher"
@@ -99,15 +100,7 @@ def bucketed_batches(tokenizer, rng: random.Random, batch_size: int, pool: int =
         batches = [docs[i : i + batch_size] for i in range(0, len(docs), batch_size)]
         rng.shuffle(batches)
         for batch in batches:
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-            labels = torch.full((len(batch), width), -100)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, (ids, labs) in enumerate(batch):
-                input_ids[i, : len(ids)] = torch.tensor(ids)
-                labels[i, : len(labs)] = torch.tensor(labs)
-                mask[i, : len(ids)] = 1
-            yield input_ids, mask, labels
+            yield collate(batch, tokenizer.pad_token_id)
 
 
 def lr_at(step: int, cfg: TeacherTrainConfig) -> float:
