@@ -23,7 +23,8 @@ from sdd_ray.data import DataSpec, column_map, default_kind, default_task, local
 from sdd_ray.distill.config import DistillConfig
 from sdd_ray.distill.rewrite import load_templates, prompt_for, row_kind, select_row
 from sdd_ray.distill.schema import EMPTY_GENERATED, EMPTY_SELECTED, PREPARED, PROCESSED, to_table
-from sdd_ray.distill.shards import ShardWriter, write_atomic
+from sdd_ray.distill.shards import ShardWriter
+from sdd_ray.io import write_text
 
 LIGHT_CPUS = 0.25  # CPU reservation of the cheap per-batch functions
 LIGHT_TASK = {"num_cpus": LIGHT_CPUS}
@@ -218,5 +219,5 @@ def finish(cfg: DistillConfig, writer: ShardWriter, wall: float, first_output: t
         "teacher": cfg.teacher.path,
         "data": cfg.data.source,
     }
-    write_atomic(Path(writer.out) / "stats.json", json.dumps(stats, indent=2))
+    write_text(Path(writer.out) / "stats.json", json.dumps(stats, indent=2))
     return stats

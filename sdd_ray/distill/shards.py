@@ -20,15 +20,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from sdd_ray.distill.schema import OUTPUT, output_row, to_table
+from sdd_ray.io import write_text
 
 COUNTERS = ("rows_out", "rows_rejected", "teacher_selected", "original_selected", "prompt_tokens",
             "generated_tokens")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 class ShardWriter:
@@ -100,7 +95,7 @@ class ShardWriter:
         name = f"part-{self.next_index:05d}"
         manifest = {"shard": name, **{key: self.pending[key] for key in COUNTERS},
                     "by_task": self._by_task(self.pending), "rejected": self.rejected}
-        write_atomic(self.manifest_dir / f"{name}.json", json.dumps(manifest))
+        write_text(self.manifest_dir / f"{name}.json", json.dumps(manifest))
         tmp = self.data_dir / f"{name}.parquet.tmp"
         pq.write_table(to_table(self.valid, OUTPUT), tmp)
         tmp.replace(self.data_dir / f"{name}.parquet")
@@ -137,4 +132,4 @@ class ShardWriter:
         return {"totals": result, "rejected": rejected}
 
     def publish_rejected(self, rejected: list[dict]) -> None:
-        write_atomic(self.out / "rejected.jsonl", "".join(json.dumps(row) + "\n" for row in rejected))
+        write_text(self.out / "rejected.jsonl", "".join(json.dumps(row) + "\n" for row in rejected))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdd_ray.evaluate.recovery import ResultsError, average, check_same_tasks, load_results, recovery_pct
+from sdd_ray.io import save_figure, write_text
 
 
 @dataclass
@@ -108,19 +109,7 @@ def bar_chart(c: Comparison, out: str | Path) -> Path:
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(4, len(c.names)))
     ax.set_title(f"Accuracy per task; recovery vs {c.baseline}")
     fig.tight_layout()
-    out = Path(out)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
-
-
-def _write_text(text: str, out: Path) -> Path:
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, out)
 
 
 def run_compare(
@@ -131,8 +120,8 @@ def run_compare(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
-        "markdown": _write_text(to_markdown(comparison), out_dir / "comparison.md"),
-        "csv": _write_text(to_csv(comparison), out_dir / "comparison.csv"),
+        "markdown": write_text(out_dir / "comparison.md", to_markdown(comparison)),
+        "csv": write_text(out_dir / "comparison.csv", to_csv(comparison)),
         "chart": bar_chart(comparison, out_dir / "comparison.png"),
     }
     return {"comparison": comparison, "files": {k: str(v) for k, v in files.items()}}

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from sdd_ray.config import ConfigError
+from sdd_ray.io import write_text
 from sdd_ray.prompts import instruction_prompt
 from sdd_ray.toy.tasks import generate
 
@@ -38,10 +39,7 @@ def toy_harness_rows(task: str, n: int, seed: int = 0) -> list[dict]:
 
 
 def _write_jsonl(rows: list[dict], path: Path) -> Path:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
-    return path
+    return write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def prepare_local_tasks(names: list[str], workdir: str | Path, n_toy: int, seed: int, gsm8k_path: str) -> Path:

@@ -7,14 +7,14 @@ in this process.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sdd_ray.config import ModelSpec
 from sdd_ray.evaluate.config import EvaluateConfig
 from sdd_ray.evaluate.recovery import average, check_same_task_names, is_results_file, load_results, recovery_pct
+from sdd_ray.io import write_json
 
-__all__ = ["average", "evaluate_model", "run_evaluate", "write_json"]
+__all__ = ["average", "evaluate_model", "run_evaluate"]
 
 
 def evaluate_model(cfg: EvaluateConfig, log_samples: bool = False) -> dict:
@@ -45,16 +45,6 @@ def evaluate_model(cfg: EvaluateConfig, log_samples: bool = False) -> dict:
         "tasks": tasks,
         "average": average(tasks),
     }
-
-
-def write_json(data: dict, out: str | Path) -> Path:
-    """Write JSON atomically (a temporary file renamed over the target)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(out)
-    return out
 
 
 def _evaluate_all(cfg: EvaluateConfig, models: list[ModelSpec]) -> list[dict]:

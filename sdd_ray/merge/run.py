@@ -106,7 +106,7 @@ def run_merge(cfg: MergeConfig, out: str | Path) -> dict:
     """Merge `cfg.models` into the HF checkpoint `out` (written whole, then renamed); returns merge.json."""
     import torch
 
-    from sdd_ray.evaluate.run import write_json
+    from sdd_ray.io import write_json
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "merge.json").is_file():

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sdd_ray.io import write_json
 
 MARKER = "_COMPLETE.json"
 INPUTS = "_inputs.json"
@@ -31,13 +32,6 @@ def stage_key(stage: str, settings: dict, upstream: dict[str, str] | None = None
     """The key of a `stage` run with `settings`, reading the outputs of `upstream` (name -> key)."""
     material = {"stage": stage, "settings": settings, "upstream": dict(sorted((upstream or {}).items()))}
     return hashlib.sha256(canonical_json(material).encode()).hexdigest()[:KEY_LENGTH]
-
-
-def write_json_atomic(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
 
 
 @dataclass(frozen=True)
@@ -87,13 +81,13 @@ class StageCache:
             "settings": unit.settings,
             "upstream": {role: {"label": u.label, "key": u.key} for role, u in unit.upstream.items()},
         }
-        write_json_atomic(inputs, out / INPUTS)
+        write_json(inputs, out / INPUTS)
         return out
 
     def complete(self, unit: StageUnit, result: dict, wall_s: float) -> None:
         """Mark the unit finished; its `result` and wall time are what a later run reuses."""
         marker = {"label": unit.label, "key": unit.key, "wall_s": wall_s, "finished_at": time.time(), "result": result}
-        write_json_atomic(marker, self.dir(unit) / MARKER)
+        write_json(marker, self.dir(unit) / MARKER)
 
     def result(self, unit: StageUnit) -> dict:
         """The marker of a finished unit: {label, key, wall_s, finished_at, result}."""

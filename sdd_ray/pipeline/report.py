@@ -12,7 +12,7 @@ import shutil
 import struct
 from pathlib import Path
 
-from sdd_ray.pipeline.cache import write_json_atomic
+from sdd_ray.io import save_figure, write_json, write_text
 from sdd_ray.pipeline.config import RunConfig
 from sdd_ray.pipeline.plan import Plan
 
@@ -47,15 +47,6 @@ def _figure():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _save(fig, plt, out: Path) -> str:
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(out)
-    return out.name
 
 
 def arm_results(plan: Plan, size: int) -> dict[str, dict]:
@@ -121,7 +112,8 @@ def _loss_plot(plan: Plan, size: int, out: Path) -> str | None:
     ax.set_ylabel("training loss (response tokens)")
     ax.set_title(f"Fine-tuning the pruned model (block size {size})")
     ax.legend()
-    return _save(fig, plt, out / "loss.png")
+    fig.tight_layout()
+    return save_figure(fig, out / "loss.png").name
 
 
 def _sweep_plot(rows: list[dict], out: Path) -> str | None:
@@ -150,7 +142,8 @@ def _sweep_plot(rows: list[dict], out: Path) -> str | None:
     twin_lines = twin.get_legend_handles_labels()
     ax.legend(lines[0] + twin_lines[0], lines[1] + twin_lines[1], fontsize=7, loc="lower left")
     ax.set_title("Block-size trade-off: quality recovered vs size removed")
-    return _save(fig, plt, out / "sweep.png")
+    fig.tight_layout()
+    return save_figure(fig, out / "sweep.png").name
 
 
 def _stage_rows(plan: Plan, markers: dict[str, dict]) -> dict[str, dict]:
@@ -318,8 +311,6 @@ def write_report(cfg: RunConfig, plan: Plan, markers: dict[str, dict], out: Path
     """Write `<out>/summary.json` and `<out>/report.md` (+ PNGs); returns the summary."""
     summary = build_summary(cfg, plan, markers, out, wall_s)
     report = render_report(cfg, plan, summary, out)
-    write_json_atomic(summary, out / "summary.json")
-    tmp = out / ".report.md.tmp"
-    tmp.write_text(report)
-    tmp.replace(out / "report.md")
+    write_json(summary, out / "summary.json")
+    write_text(out / "report.md", report)
     return summary

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sdd_ray.io import save_figure
+
 METRIC_LABELS = {"angular": "angular distance d(l, n)", "bi": "mean block influence BI(l, n)"}
 
 
@@ -37,10 +39,4 @@ def plot_distances(distances: dict[int, list[float]], out: str | Path, metric: s
     ax.set_ylabel("block size n")
     ax.set_title(title or f"{METRIC_LABELS.get(metric, metric)}; {num_layers} layers")
     ax.legend(loc="upper right", fontsize=7)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, out, bbox_inches="tight")

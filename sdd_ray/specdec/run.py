@@ -119,7 +119,7 @@ def measure(cfg: SpecDecConfig, prompts: list[str]) -> dict:
 
 def run_specdec(cfg: SpecDecConfig, out: str | Path) -> dict:
     """Measure, write `out` (JSON, atomically) and return the result."""
-    from sdd_ray.evaluate.run import write_json
+    from sdd_ray.io import write_json
 
     prompts = load_prompts(cfg.data, cfg.limit, cfg.seed)
     if not prompts:

@@ -12,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+from sdd_ray.io import save_figure, write_json
 from sdd_ray.train.config import FinetuneConfig
 from sdd_ray.train.loop import EXPORT_DIR, STATE_FILE
 
@@ -43,11 +44,7 @@ def plot_loss(history: list[dict], out: Path, title: str) -> Path:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, out)
 
 
 def collect_metrics(cfg: FinetuneConfig, checkpoint_dir: Path, wall_seconds: float) -> dict:
@@ -77,7 +74,6 @@ def collect_metrics(cfg: FinetuneConfig, checkpoint_dir: Path, wall_seconds: flo
 
 def run_finetune(cfg: FinetuneConfig, out: str | Path) -> dict:
     """Fine-tune `cfg.model` on `cfg.data` into `out`; returns the `train_metrics.json` content."""
-    from sdd_ray.evaluate.run import write_json
     from sdd_ray.train.trainer import fit
 
     out = Path(out)
