@@ -284,10 +284,10 @@ def test_pipeline_job_on_two_node_cluster_resumes_and_reuses(two_node_cluster, t
 
     client = two_node_cluster
     out = tmp_path / "run"
-    rows = 24
+    rows = 96  # 24 shards: enough work left after the first one that the stop lands mid-stage
     data = short_config(
         tiny_llama, out,
-        distill={"data": {"source": "toy:all", "limit": rows}, "max_new_tokens": 16, "batch_size": 2, "shard_rows": 4},
+        distill={"data": {"source": "toy:all", "limit": rows}, "max_new_tokens": 32, "batch_size": 2, "shard_rows": 4},
         ray={"resources": {s: {"num_cpus": 0.5} for s in ("baseline", "prune", "merge", "evaluate", "specdec")}},
     )
     config = write_config(tmp_path / "short.yaml", data)
