@@ -90,10 +90,11 @@ def main() -> None:
     from sdd_ray.config import validate_config
     from sdd_ray.serve.app import build_app
     from sdd_ray.serve.config import ServeConfig
+    from sdd_ray.prompts import instruction_prompt
     from sdd_ray.specdec.run import load_prompts
 
     torch.set_num_threads(1)
-    prompts = load_prompts("toy:all", 24)
+    prompts = [instruction_prompt(instruction, input) for instruction, input in load_prompts("toy:all", 24)]
     with tempfile.TemporaryDirectory() as workdir:
         target, draft, pair = prepare_pair(args.target, args.draft, Path(workdir))
         with socket.socket() as s:

@@ -78,6 +78,7 @@ def main() -> None:
     import tempfile
 
     from sdd_ray.specdec.engine import DecodeMetrics, SpeculativeDecoder, target_only_generate
+    from sdd_ray.prompts import prompt_token_ids
     from sdd_ray.specdec.run import load_prompts
 
     with tempfile.TemporaryDirectory() as workdir:
@@ -107,7 +108,7 @@ def main() -> None:
     }
     stats = {name: {"seconds": 0.0, "new_tokens": 0, "target_forwards": 0} for name in runners}
     outputs: dict[str, list[list[int]]] = {name: [] for name in runners}
-    encoded = [tokenizer(p).input_ids for p in prompts]
+    encoded = [prompt_token_ids(tokenizer, instruction, input) for instruction, input in prompts]
     for run in runners.values():  # warm-up: first-call allocations
         run(encoded[0])
     ours = DecodeMetrics(requests=0)

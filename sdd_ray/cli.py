@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from sdd_ray.convert_cli import convert
 from sdd_ray.distill.cli import distill
 from sdd_ray.evaluate.cli import compare, evaluate
 from sdd_ray.merge.cli import merge
@@ -43,16 +44,18 @@ app.command()(evaluate)
 app.command()(compare)
 app.command()(specdec)
 app.command()(serve)
+app.command()(convert)
 
 
 def main() -> None:
     """Entry point: configuration and input errors become one clear message and exit code 2."""
     from sdd_ray.config import ConfigError
+    from sdd_ray.convert import ConversionError
     from sdd_ray.models import ModelNotFoundError
 
     try:
         app()
-    except (ConfigError, ModelNotFoundError) as error:
+    except (ConfigError, ConversionError, ModelNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -36,6 +36,28 @@ class ModelSpec(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     trust_remote_code: bool = False
     """Run modelling code shipped with the checkpoint. Off unless asked: it executes arbitrary code."""
+    gguf: str | None = None
+    """The GGUF file `path` is converted from (set when `path` names a `.gguf` file or a packaged model)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gguf_to_checkpoint(cls, data):
+        """`path: model.gguf` or `path: smollm2-135m` -> the converted checkpoint's cache directory.
+
+        Only the location is decided here (a `stat`, no conversion): the first stage that loads the
+        model converts it (`sdd_ray.models.check_model_exists`).
+        """
+        from sdd_ray.convert import converted_dir, gguf_source, is_gguf_reference
+
+        if not isinstance(data, dict) or not isinstance(data.get("path"), str) or data.get("gguf"):
+            return data
+        if not is_gguf_reference(data["path"]):
+            return data
+        source = gguf_source(data["path"])
+        if not source.is_file():
+            raise ValueError(f"{source}: no such GGUF file")
+        dtype = data.get("dtype", "auto")
+        return {**data, "gguf": str(source), "path": str(converted_dir(source, "bfloat16" if dtype == "auto" else dtype))}
 
 
 C = TypeVar("C", bound=BaseModel)

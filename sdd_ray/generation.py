@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sdd_ray.prompts import encode_prompt, stop_token_ids
+
 
 @dataclass
 class Generation:
@@ -24,30 +26,36 @@ def _batches(items: list, size: int):
         yield items[start : start + size]
 
 
+def left_padded_batch(tokenizer, prompts: list[str], device) -> dict:
+    """`input_ids` and `attention_mask` of `prompts`, encoded by `encode_prompt`, padded on the left."""
+    tokenizer.padding_side = "left"
+    encoded = [{"input_ids": encode_prompt(tokenizer, prompt)} for prompt in prompts]
+    return tokenizer.pad(encoded, return_tensors="pt").to(device)
+
+
 @torch.no_grad()
 def generate_texts(
     model, tokenizer, prompts: list[str], max_new_tokens: int = 128, batch_size: int = 32
 ) -> list[Generation]:
-    """Greedy continuations of `prompts`, in order, batched with left padding."""
-    tokenizer.padding_side = "left"
-    eos = tokenizer.eos_token_id
+    """Greedy continuations of `prompts`, in order, batched with left padding; stops on every end id."""
+    stops = stop_token_ids(tokenizer, model.generation_config)
     device = next(model.parameters()).device
     results: list[Generation] = []
     for chunk in _batches(prompts, batch_size):
-        enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+        enc = left_padded_batch(tokenizer, chunk, device)
         out = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=eos,
+            eos_token_id=stops,
         )
         new = out[:, enc["input_ids"].shape[1] :]  # (batch, generated)
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
         for row, prompt_len in zip(new.tolist(), prompt_lengths):
-            finished = eos in row
-            tokens = row[: row.index(eos)] if finished else row
-            tokens = [t for t in tokens if t != tokenizer.pad_token_id]
+            end = next((i for i, token in enumerate(row) if token in stops), None)
+            finished = end is not None
+            tokens = row[:end] if finished else row
             results.append(
                 Generation(
                     text=tokenizer.decode(tokens, skip_special_tokens=True).strip(),
@@ -67,7 +75,7 @@ def continuation_logprobs(
     device = next(model.parameters()).device
     pairs = []
     for context, continuation in zip(contexts, continuations):
-        ctx = tokenizer(context).input_ids
+        ctx = encode_prompt(tokenizer, context)
         cont = tokenizer(continuation, add_special_tokens=False).input_ids
         pairs.append((ctx + cont, len(cont)))
     scores: list[float] = []

@@ -47,7 +47,14 @@ def resolve_dtype(spec: ModelSpec) -> torch.dtype:
 
 
 def check_model_exists(spec: ModelSpec) -> None:
-    """Fail early with a clear message when the model is neither on disk nor on the hub."""
+    """Fail early with a clear message when the model is neither on disk nor on the hub.
+
+    A spec converted from GGUF (`spec.gguf`) is converted here on first use, once, into its cache path.
+    """
+    if spec.gguf:
+        from sdd_ray.convert import convert_gguf
+
+        convert_gguf(spec.gguf, spec.dtype, out=spec.path)
     path = Path(spec.path)
     if path.exists():
         if not (path / "config.json").is_file():

@@ -212,7 +212,7 @@ def test_toy_prompts_and_bad_data_source():
     from sdd_ray.specdec.run import load_prompts
 
     prompts = load_prompts("toy:arith,facts", limit=5)
-    assert len(prompts) == 5 and all(p.startswith("### Instruction:\n") for p in prompts)
+    assert len(prompts) == 5 and all(isinstance(instruction, str) and instruction for instruction, _ in prompts)
     with pytest.raises(ConfigError, match="data: .*unknown toy task"):
         validate_config(SpecDecConfig, {"target": {"path": "t"}, "drafts": {"d": {"path": "d"}}, "data": "toy:nope"})
     with pytest.raises(ConfigError, match="k: "):

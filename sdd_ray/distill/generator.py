@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from sdd_ray.config import ModelSpec
 from sdd_ray.distill.rewrite import as_chat
+from sdd_ray.prompts import encode_prompt
 from sdd_ray.distill.schema import EMPTY_GENERATED, GENERATED, PREPARED, to_table
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class HFRewriter:
         """Why `prompt` cannot be generated from ("" when it can)."""
         if self.context is None:
             return ""
-        length = len(self.tokenizer(prompt).input_ids)
+        length = len(encode_prompt(self.tokenizer, prompt))
         if length + self.max_new_tokens > self.context:
             return (f"prompt too long: {length} tokens + max_new_tokens {self.max_new_tokens} "
                     f"> context {self.context}")

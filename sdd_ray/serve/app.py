@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from sdd_ray.prompts import IncrementalDetokenizer, encode_prompt, instruction_prompt, stop_token_ids
 from sdd_ray.serve.config import ServeConfig
 from sdd_ray.serve.protocol import (
     STREAM_DONE,
@@ -46,8 +47,6 @@ from sdd_ray.serve.protocol import (
 
 def render_messages(tokenizer, messages: list[dict]) -> str:
     """The prompt for a chat: the tokenizer's chat template, else the plain instruction format."""
-    from sdd_ray.prompts import instruction_prompt
-
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
@@ -69,7 +68,8 @@ class SpeculativeEngine:
         torch.set_num_threads(cfg.torch_threads)
         self.tokenizer = load_tokenizer(cfg.target)
         target = load_model(cfg.target)
-        self.decoder = SpeculativeDecoder(target, load_model(cfg.draft), cfg.k, self.tokenizer.eos_token_id)
+        stops = stop_token_ids(self.tokenizer, target.generation_config)
+        self.decoder = SpeculativeDecoder(target, load_model(cfg.draft), cfg.k, stops)
         self.context_length = getattr(target.config, "max_position_embeddings", None)
 
     def _prepare(self, payload: dict):
@@ -80,7 +80,7 @@ class SpeculativeEngine:
             prompt = render_messages(self.tokenizer, payload["messages"])
         else:
             prompt = payload["prompt"]
-        ids = self.tokenizer(prompt).input_ids
+        ids = encode_prompt(self.tokenizer, prompt)
         if not ids:
             return "the prompt has no tokens"
         if self.context_length and len(ids) + payload["max_tokens"] > self.context_length:
@@ -109,14 +109,12 @@ class SpeculativeEngine:
         ids, sampling = prepared
         metrics = DecodeMetrics()
         tokens: list[int] = []
-        sent = ""
+        detokenizer = IncrementalDetokenizer(self.tokenizer)
         for chunk in self.decoder.stream(ids, payload["max_tokens"], sampling, metrics):
             tokens += chunk.tokens
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            # Decoding the whole text each time keeps multi-token characters intact; hold back
-            # whatever would rewrite what was already sent.
-            delta = text[len(sent):] if text.startswith(sent) else ""
-            sent += delta
+            delta = detokenizer.push(chunk.tokens)
+            if chunk.finish_reason:
+                delta += detokenizer.finish()
             event = {"text": delta}
             if chunk.finish_reason:
                 event.update(finish_reason=chunk.finish_reason, metrics=metrics.as_dict(), tokens=tokens)

@@ -14,8 +14,9 @@ class SpecDecConfig(StrictModel):
     drafts: dict[str, ModelSpec] = Field(min_length=1)
     """Draft models by table name (e.g. `no-ft`, `sft`, `sdd`); each is measured on the same prompts."""
     data: str
-    """A JSONL or Parquet file with a `prompt` column, or `toy:<task>[,<task>...]` (toy eval-split
-    prompts in the instruction format; `toy:all` for every toy task)."""
+    """A JSONL or Parquet file whose rows give a user message in `prompt`, `instruction` (+ `input`) or
+    `question` (GSM8K's layout), or `toy:<task>[,<task>...]` (toy eval-split tasks; `toy:all` for every
+    toy task). Each message is rendered with the target's chat template, else the plain instruction format."""
     k: int = Field(4, ge=1, le=32)
     """Tokens the draft proposes per step (vLLM's `num_speculative_tokens`)."""
     max_new_tokens: int = Field(64, gt=0, le=4096)
@@ -39,5 +40,5 @@ class SpecDecConfig(StrictModel):
             if unknown:
                 raise ValueError(f"unknown toy task(s) {unknown}; choose from {list(TASKS)} or `all`")
         elif not value.endswith((".jsonl", ".json", ".parquet")):
-            raise ValueError("expected a .jsonl/.parquet file with a `prompt` field, or `toy:<task>`")
+            raise ValueError("expected a .jsonl/.parquet file with a `prompt`, `instruction` or `question` field, or `toy:<task>`")
         return value

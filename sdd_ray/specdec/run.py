@@ -12,20 +12,24 @@ from pathlib import Path
 from sdd_ray.specdec.config import SpecDecConfig
 
 
-def load_prompts(data: str, limit: int | None, seed: int = 0) -> list[str]:
-    """Prompt strings from `toy:<task>[,...]` (toy eval split, instruction format) or a JSONL/Parquet file."""
+PROMPT_FIELDS = ("prompt", "instruction", "question")
+"""File rows give the user's message in the first of these fields (`input` is appended to `instruction`)."""
+
+
+def load_prompts(data: str, limit: int | None, seed: int = 0) -> list[tuple[str, str]]:
+    """(instruction, input) pairs from `toy:<task>[,...]` (the toy eval split) or a JSONL/Parquet file.
+
+    They are user messages: `measure` renders them with the target's chat template (or the plain
+    instruction format), as fine-tuning and evaluation do, so drafts are measured on the prompts
+    they were tuned on.
+    """
     if data.startswith("toy:"):
-        from sdd_ray.prompts import instruction_prompt
         from sdd_ray.toy.tasks import TASKS, generate
 
         tasks = data.removeprefix("toy:").split(",")
         tasks = list(TASKS) if tasks == ["all"] else tasks
         per_task = -(-(limit or 100) // len(tasks))  # ceil: `limit` prompts in all
-        prompts = [
-            instruction_prompt(row["instruction"], row["input"])
-            for task in tasks
-            for row in generate(task, per_task, "eval", seed)
-        ]
+        prompts = [(row["instruction"], row["input"]) for task in tasks for row in generate(task, per_task, "eval", seed)]
         return prompts[:limit] if limit else prompts
     path = Path(data)
     if not path.is_file():
@@ -36,11 +40,14 @@ def load_prompts(data: str, limit: int | None, seed: int = 0) -> list[str]:
         rows = pq.read_table(path).to_pylist()
     else:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    missing = [i for i, row in enumerate(rows) if not isinstance(row.get("prompt"), str) or not row["prompt"]]
-    if missing:
-        raise ValueError(f"{path}: rows {missing[:5]} have no non-empty string `prompt` field")
-    prompts = [row["prompt"] for row in rows]
-    return prompts[:limit] if limit else prompts
+    rows = rows[:limit] if limit else rows
+    prompts = []
+    for i, row in enumerate(rows):
+        field = next((f for f in PROMPT_FIELDS if isinstance(row.get(f), str) and row[f].strip()), None)
+        if field is None:
+            raise ValueError(f"{path}: row {i} has no non-empty string field among {list(PROMPT_FIELDS)}")
+        prompts.append((row[field], row.get("input") or "" if field == "instruction" else ""))
+    return prompts
 
 
 def _draft_entry(name: str, path: str, spec, target, identical: list[bool] | None, num_layers: int) -> dict:
@@ -64,22 +71,24 @@ def _draft_entry(name: str, path: str, spec, target, identical: list[bool] | Non
     }
 
 
-def measure(cfg: SpecDecConfig, prompts: list[str]) -> dict:
+def measure(cfg: SpecDecConfig, prompts: list[tuple[str, str]]) -> dict:
     """Decode `prompts` target-only and with each draft; the table of results (see docs/specdec.md)."""
     import torch
 
     from sdd_ray.models import load_model, load_tokenizer
+    from sdd_ray.prompts import prompt_token_ids, stop_token_ids
     from sdd_ray.specdec.engine import DecodeMetrics, Sampling, SpeculativeDecoder, target_only_generate
 
     tokenizer = load_tokenizer(cfg.target)
     target = load_model(cfg.target)
+    stops = stop_token_ids(tokenizer, target.generation_config)
     drafts = {name: load_model(spec) for name, spec in cfg.drafts.items()}
-    decoders = {name: SpeculativeDecoder(target, draft, cfg.k, tokenizer.eos_token_id) for name, draft in drafts.items()}
+    decoders = {name: SpeculativeDecoder(target, draft, cfg.k, stops) for name, draft in drafts.items()}
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.seed)
-    encoded = [tokenizer(p).input_ids for p in prompts]
+    encoded = [prompt_token_ids(tokenizer, instruction, input) for instruction, input in prompts]
 
     for ids in encoded[: cfg.warmup]:
-        target_only_generate(target, ids, cfg.max_new_tokens, sampling, tokenizer.eos_token_id)
+        target_only_generate(target, ids, cfg.max_new_tokens, sampling, stops)
         for decoder in decoders.values():
             decoder.generate(ids, cfg.max_new_tokens, sampling)
 
@@ -88,7 +97,7 @@ def measure(cfg: SpecDecConfig, prompts: list[str]) -> dict:
     identical: dict[str, list[bool]] = {name: [] for name in decoders}
     with torch.inference_mode():
         for ids in encoded:
-            reference, metrics = target_only_generate(target, ids, cfg.max_new_tokens, sampling, tokenizer.eos_token_id)
+            reference, metrics = target_only_generate(target, ids, cfg.max_new_tokens, sampling, stops)
             target_total = metrics if target_total is None else target_total.merge(metrics)
             for name, decoder in decoders.items():
                 tokens, metrics = decoder.generate(ids, cfg.max_new_tokens, sampling)

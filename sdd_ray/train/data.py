@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 
 from sdd_ray.config import ConfigError
-from sdd_ray.prompts import render_prompt
+from sdd_ray.prompts import prompt_token_ids
 
 IGNORE_INDEX = -100  # label of prompt and padding positions: no loss there
 
@@ -50,13 +50,6 @@ class TokenStats:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
 
-def prompt_ids(tokenizer, instruction: str, input: str) -> list[int]:
-    """The prompt's token ids; a chat template already holds the BOS, so none is added then."""
-    text = render_prompt(tokenizer, instruction, input)
-    add_special = not getattr(tokenizer, "chat_template", None)
-    return tokenizer(text, add_special_tokens=add_special).input_ids
-
-
 def encode_row(
     tokenizer, instruction: str, input: str, response: str, max_length: int, overlong: str
 ) -> tuple[list[int], list[int], str]:
@@ -64,7 +57,7 @@ def encode_row(
 
     status: `ok`, `truncated` (cut to `max_length`), or a rejection reason (ids empty).
     """
-    prompt = prompt_ids(tokenizer, instruction, input)
+    prompt = prompt_token_ids(tokenizer, instruction, input)
     response_ids = tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     ids = prompt + response_ids
     labels = [IGNORE_INDEX] * len(prompt) + response_ids
