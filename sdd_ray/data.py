@@ -9,6 +9,8 @@ Sources (`DataSpec.source`):
 - `toy:arith`, `toy:facts`, `toy:instruct`, `toy:all`: the toy fine-tuning split (`sdd_ray.toy.tasks`);
 - a local `*.jsonl` / `*.json` (one JSON object per line) or `*.parquet` file or directory;
 - anything else is a Hugging Face dataset name (`openai/gsm8k`, config after a colon: `openai/gsm8k:main`).
+  Where a local copy of a hub data set exists (`local_copy`: `$SDD_RAY_DATA_DIR`, else a `shared/data`
+  folder beside the repository), it is read instead of the hub, in the same layout.
 
 Bad rows are not errors: `parse_record` returns the row with a `reject_reason`, and callers route it
 to a rejects file, so one malformed line never kills a 50k-row job.
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,8 @@ from typing import Any
 from pydantic import Field
 
 from sdd_ray.config import StrictModel
+
+log = logging.getLogger(__name__)
 
 KINDS = ("math", "mc", "general")
 DEFAULT_TOY_ROWS = 1000  # rows per toy task when no limit is given
@@ -212,6 +218,47 @@ def _unique_rows(rows: list[dict]) -> list[dict]:
     return [row for row in rows if not (row["id"] in seen or seen.add(row["id"]))]
 
 
+LOCAL_COPIES = {
+    "openai/gsm8k": "gsm8k/{split}.jsonl",
+    "gsm8k": "gsm8k/{split}.jsonl",
+    "databricks/databricks-dolly-15k": "finetune/dolly_partial/{split}.jsonl",
+    "tatsu-lab/alpaca": "finetune/alpaca_demo/{split}.jsonl",
+}
+"""Hub data sets -> their copy under the local data folder (hub layout, one JSON object a line).
+The Dolly and Alpaca copies hold a subset of the hub's rows (see the data folder's README)."""
+
+
+def local_data_dir() -> Path | None:
+    """`$SDD_RAY_DATA_DIR`, else `../shared/data` beside the repository when it exists, else None (use the hub)."""
+    if os.environ.get("SDD_RAY_DATA_DIR"):
+        return Path(os.environ["SDD_RAY_DATA_DIR"])
+    beside_repository = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return beside_repository if beside_repository.is_dir() else None
+
+
+def local_copy(name: str, split: str) -> Path | None:
+    """The local file standing in for hub data set `name`'s `split`, or None."""
+    folder = local_data_dir()
+    if folder is None or name not in LOCAL_COPIES:
+        return None
+    path = folder / LOCAL_COPIES[name].format(split=split)
+    return path if path.is_file() else None
+
+
+def with_local_copy(spec: DataSpec) -> DataSpec:
+    """`spec` reading the local copy of its hub data set when there is one (`local_copy`), else `spec`.
+
+    Only the source changes: column presets, task and kind still follow the original spec.
+    """
+    if source_type(spec.source) != "hf":
+        return spec
+    copy = local_copy(_hf_name(spec.source)[0], spec.split)
+    if copy is None:
+        return spec
+    log.info("%s (%s): reading the local copy %s", spec.source, spec.split, copy)
+    return spec.model_copy(update={"source": str(copy)})
+
+
 def _hf_name(source: str) -> tuple[str, str | None]:
     name, _, config = source.partition(":")
     return name, config or None
@@ -219,6 +266,7 @@ def _hf_name(source: str) -> tuple[str, str | None]:
 
 def iter_records(spec: DataSpec) -> Iterator[Any]:
     """Raw records of `spec` in order (JSONL lines as text, so that a bad line is a bad row, not a crash)."""
+    spec = with_local_copy(spec)
     kind = source_type(spec.source)
     count = 0
 

@@ -37,6 +37,47 @@ def make_tiny_llama(out: Path, num_layers: int = 6, seed: int = 0, hidden: int =
     return out
 
 
+def smollm2_tokenizer(out: Path):
+    """SmolLM2's real tokenizer (byte-level BPE, ChatML template), read from the packaged GGUF into `out`."""
+    from transformers import AutoTokenizer
+
+    from sdd_ray.convert import ConversionError, packaged_gguf
+
+    try:
+        gguf = packaged_gguf("smollm2-135m")
+    except ConversionError as error:
+        pytest.skip(str(error))
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer.save_pretrained(out)
+    return tokenizer
+
+
+def make_gqa_llama(out: Path, num_layers: int = 6, seed: int = 0) -> Path:
+    """A random Llama with grouped-query attention (9 query / 3 key-value heads), SmolLM2's tokenizer,
+    chat template and generation config: the shape of a real chat model at a few million parameters."""
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = smollm2_tokenizer(out)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=72, intermediate_size=144, num_hidden_layers=num_layers,
+        num_attention_heads=9, num_key_value_heads=3, head_dim=8, max_position_embeddings=1024,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                               pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def gqa_llama(tmp_path_factory) -> Path:
+    """Path of a 6-layer random GQA Llama carrying SmolLM2's real tokenizer and chat template."""
+    return make_gqa_llama(tmp_path_factory.mktemp("gqa_llama"))
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     """Path of a 6-layer random Llama (hidden 64) with the toy tokenizer."""

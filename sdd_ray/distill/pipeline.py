@@ -19,7 +19,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sdd_ray.data import DataSpec, column_map, default_kind, default_task, local_files, parse_record, source_type
+from sdd_ray.data import (
+    DataSpec, column_map, default_kind, default_task, local_files, parse_record, source_type, with_local_copy,
+)
 from sdd_ray.distill.config import DistillConfig
 from sdd_ray.distill.rewrite import load_templates, prompt_for, row_kind, select_row
 from sdd_ray.distill.schema import EMPTY_GENERATED, EMPTY_SELECTED, PREPARED, PROCESSED, to_table
@@ -133,9 +135,10 @@ def generate(ds, cfg: DistillConfig):
 def build_dataset(cfg: DistillConfig, done_ids: frozenset):
     """The lazy Ray dataset of processed rows (schema PROCESSED)."""
     templates = load_templates(cfg.templates)
-    prepared = read_records(cfg.data, cfg.batch_size).map_batches(
+    source = with_local_copy(cfg.data)
+    prepared = read_records(source, cfg.batch_size).map_batches(
         prepare_batch,
-        fn_kwargs={"json_lines": source_type(cfg.data.source) in ("toy", "jsonl"), "columns": column_map(cfg.data),
+        fn_kwargs={"json_lines": source_type(source.source) in ("toy", "jsonl"), "columns": column_map(cfg.data),
                    "task": default_task(cfg.data), "kind": default_kind(cfg.data), "task_kind": cfg.task_kind,
                    "templates": templates, "done_ids": done_ids},
         batch_format="pyarrow",

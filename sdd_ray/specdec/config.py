@@ -14,9 +14,11 @@ class SpecDecConfig(StrictModel):
     drafts: dict[str, ModelSpec] = Field(min_length=1)
     """Draft models by table name (e.g. `no-ft`, `sft`, `sdd`); each is measured on the same prompts."""
     data: str
-    """A JSONL or Parquet file whose rows give a user message in `prompt`, `instruction` (+ `input`) or
-    `question` (GSM8K's layout), or `toy:<task>[,<task>...]` (toy eval-split tasks; `toy:all` for every
+    """A JSONL or Parquet file, or a hub data set (`openai/gsm8k:main`, read from `split`), whose rows
+    give a user message in `prompt`, `instruction` (+ `input`) or `question` (GSM8K's layout), or `toy:<task>[,<task>...]` (toy eval-split tasks; `toy:all` for every
     toy task). Each message is rendered with the target's chat template, else the plain instruction format."""
+    split: str = "test"
+    """Split of a hub data set."""
     k: int = Field(4, ge=1, le=32)
     """Tokens the draft proposes per step (vLLM's `num_speculative_tokens`)."""
     max_new_tokens: int = Field(64, gt=0, le=4096)
@@ -39,6 +41,4 @@ class SpecDecConfig(StrictModel):
             unknown = [t for t in tasks if t not in (*TASKS, "all")]
             if unknown:
                 raise ValueError(f"unknown toy task(s) {unknown}; choose from {list(TASKS)} or `all`")
-        elif not value.endswith((".jsonl", ".json", ".parquet")):
-            raise ValueError("expected a .jsonl/.parquet file with a `prompt`, `instruction` or `question` field, or `toy:<task>`")
         return value

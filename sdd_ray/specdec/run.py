@@ -16,8 +16,8 @@ PROMPT_FIELDS = ("prompt", "instruction", "question")
 """File rows give the user's message in the first of these fields (`input` is appended to `instruction`)."""
 
 
-def load_prompts(data: str, limit: int | None, seed: int = 0) -> list[tuple[str, str]]:
-    """(instruction, input) pairs from `toy:<task>[,...]` (the toy eval split) or a JSONL/Parquet file.
+def load_prompts(data: str, limit: int | None, seed: int = 0, split: str = "test") -> list[tuple[str, str]]:
+    """(instruction, input) pairs from `toy:<task>[,...]` (the toy eval split), a JSONL/Parquet file, or a hub data set.
 
     They are user messages: `measure` renders them with the target's chat template (or the plain
     instruction format), as fine-tuning and evaluation do, so drafts are measured on the prompts
@@ -31,22 +31,15 @@ def load_prompts(data: str, limit: int | None, seed: int = 0) -> list[tuple[str,
         per_task = -(-(limit or 100) // len(tasks))  # ceil: `limit` prompts in all
         prompts = [(row["instruction"], row["input"]) for task in tasks for row in generate(task, per_task, "eval", seed)]
         return prompts[:limit] if limit else prompts
-    path = Path(data)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: prompt file not found")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    from sdd_ray.data import DataSpec, iter_records
 
-        rows = pq.read_table(path).to_pylist()
-    else:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = rows[:limit] if limit else rows
     prompts = []
-    for i, row in enumerate(rows):
+    for i, record in enumerate(iter_records(DataSpec(source=data, split=split, limit=limit))):
+        row = json.loads(record) if isinstance(record, str) else record
         field = next((f for f in PROMPT_FIELDS if isinstance(row.get(f), str) and row[f].strip()), None)
         if field is None:
-            raise ValueError(f"{path}: row {i} has no non-empty string field among {list(PROMPT_FIELDS)}")
-        prompts.append((row[field], row.get("input") or "" if field == "instruction" else ""))
+            raise ValueError(f"{data}: row {i} has no non-empty string field among {list(PROMPT_FIELDS)}")
+        prompts.append((row[field], (row.get("input") or "") if field == "instruction" else ""))
     return prompts
 
 
@@ -130,7 +123,7 @@ def run_specdec(cfg: SpecDecConfig, out: str | Path) -> dict:
     """Measure, write `out` (JSON, atomically) and return the result."""
     from sdd_ray.io import write_json
 
-    prompts = load_prompts(cfg.data, cfg.limit, cfg.seed)
+    prompts = load_prompts(cfg.data, cfg.limit, cfg.seed, cfg.split)
     if not prompts:
         raise ValueError(f"{cfg.data}: no prompts")
     result = measure(cfg, prompts)
