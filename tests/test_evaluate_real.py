@@ -1,0 +1,178 @@
+"""Real benchmarks from local files: the same prompts and per-example scores as lm-eval's own tasks.
+
+The official task definitions read the hub; here their dataset download is replaced by the same
+local rows, so that any difference between the two runs comes from sdd_ray's rewritten configs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the hub is never reached
+
+from conftest import SHARED_DATA, make_tiny_llama  # noqa: E402
+
+from sdd_ray.config import ConfigError  # noqa: E402
+from sdd_ray.evaluate.local_benchmarks import (  # noqa: E402
+    DATA_DIR_ENV,
+    LOCAL_FILES,
+    local_data_dir,
+    official_config,
+    official_task_index,
+    official_task_manager,
+    prepare_local_benchmarks,
+)
+
+MMLU_SUBJECT = "high_school_geography"
+COMPARED = [
+    "hellaswag", "arc_easy", "piqa", "winogrande", "openbookqa", "commonsense_qa", "truthfulqa_mc2",
+    f"mmlu_{MMLU_SUBJECT}",
+]
+LIMIT = 8
+SHOTS = 0  # few-shot pools differ by design where the hub has a `train` split (see local_benchmarks)
+
+needs_data = pytest.mark.skipif(
+    not (SHARED_DATA / "eval").is_dir(), reason=f"{SHARED_DATA}/eval not found (the shared data folder sits beside the repository)"
+)
+
+
+@pytest.fixture(scope="module")
+def text_llama(tmp_path_factory):
+    """A tiny random Llama with a byte-level BPE tokenizer trained on the benchmarks' own text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = []
+    for files in LOCAL_FILES.values():
+        with open(SHARED_DATA / next(iter(files.values()))) as lines:
+            texts += [line for _, line in zip(range(200), lines)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    special = ["<pad>", "<s>", "</s>"]
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=2000, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    ))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", padding_side="left"
+    )
+    return make_tiny_llama(tmp_path_factory.mktemp("text_llama"), num_layers=2, tokenizer=tokenizer, max_positions=2048)
+
+
+def hub_layout_of_local_rows(names: list[str], cache_dir) -> dict:
+    """{(dataset_path, dataset_name): DatasetDict} that the official tasks would download, from the local rows.
+
+    Splits the local copy lacks (`train`; OpenBookQA's `test`) are given the `validation` rows, the
+    split the local tasks fall back to.
+    """
+    import datasets
+
+    index = official_task_index()
+    hub = {}
+    for name in names:
+        config = official_config(name, index)
+        if name in LOCAL_FILES:
+            splits = {s: datasets.Dataset.from_json(str(SHARED_DATA / f), cache_dir=str(cache_dir)) for s, f in LOCAL_FILES[name].items()}
+        else:
+            subject = config["dataset_name"]
+            splits = {
+                s: datasets.Dataset.from_json(str(SHARED_DATA / "eval" / "mmlu" / f"{s}.jsonl"), cache_dir=str(cache_dir))
+                .filter(lambda row: row["subject"] == subject)
+                for s in ("test", "validation", "dev")
+            }
+        for field in ("training_split", "validation_split", "test_split", "fewshot_split"):
+            if config.get(field) and config[field] not in splits:
+                splits[config[field]] = splits["validation"]
+        hub[(config["dataset_path"], config.get("dataset_name"))] = datasets.DatasetDict(splits)
+    return hub
+
+
+def run_tasks(lm, names: list[str], manager) -> dict:
+    import lm_eval
+
+    return lm_eval.simple_evaluate(
+        model=lm, tasks=names, num_fewshot=SHOTS, limit=LIMIT, task_manager=manager,
+        bootstrap_iters=0, log_samples=True, random_seed=0,
+    )
+
+
+def per_example(raw: dict, name: str) -> list[tuple]:
+    """(doc_id, the model's requests, the scored metrics) of every example of a task."""
+    out = []
+    for s in sorted(raw["samples"][name], key=lambda s: s["doc_id"]):
+        metrics = {m: s[m] for m in ("acc", "acc_norm") if m in s}
+        out.append((s["doc_id"], [tuple(a) for a in s["arguments"]], metrics))
+    return out
+
+
+@needs_data
+def test_local_tasks_score_every_example_as_lm_evals_own_tasks(text_llama, tmp_path, monkeypatch):
+    import datasets
+    from lm_eval.api.registry import get_model
+    from lm_eval.tasks import TaskManager
+
+    lm = get_model("hf").create_from_arg_obj({"pretrained": str(text_llama), "dtype": "float32"}, {"batch_size": 16, "device": "cpu"})
+    local = run_tasks(lm, COMPARED, TaskManager(include_path=prepare_local_benchmarks(COMPARED, tmp_path / "tasks", SHARED_DATA), include_defaults=False))
+
+    hub = hub_layout_of_local_rows(COMPARED, tmp_path / "cache")
+    read_json = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None, **kw: read_json(path, name=name, **kw) if path == "json" else hub[(path, name)])
+    official = run_tasks(lm, COMPARED, official_task_manager())
+
+    for name in COMPARED:
+        ours, theirs = per_example(local, name), per_example(official, name)
+        assert len(ours) == LIMIT and ours == theirs, name
+        assert local["configs"][name]["dataset_path"] == "json" and official["configs"][name]["dataset_path"] != "json"
+
+
+@needs_data
+def test_every_listed_benchmark_reads_its_local_splits(tmp_path):
+    """Each task keeps lm-eval's prompt and evaluation split, with rows from the local files."""
+    from lm_eval.tasks import TaskManager
+
+    names = [*LOCAL_FILES, "mmlu"]
+    manager = TaskManager(include_path=prepare_local_benchmarks(names, tmp_path, SHARED_DATA), include_defaults=False)
+    loaded = manager.load(names)
+    assert len([t for t in loaded["tasks"] if t.startswith("mmlu_")]) == 57
+    assert set(loaded["group_map"]["mmlu"]) == {"mmlu_stem", "mmlu_other", "mmlu_social_sciences", "mmlu_humanities"}
+    sizes = {name: len(loaded["tasks"][name].eval_docs) for name in LOCAL_FILES}
+    assert sizes == {
+        "hellaswag": 10042, "arc_easy": 2376, "arc_challenge": 1172, "piqa": 1838, "winogrande": 1267,
+        "openbookqa": 500, "commonsense_qa": 1221, "truthfulqa_mc1": 817, "truthfulqa_mc2": 817,
+        "lambada_openai": 5153, "gsm8k": 1319,
+    }
+    assert sum(len(t.eval_docs) for n, t in loaded["tasks"].items() if n.startswith("mmlu_")) == 14042
+    gsm8k = loaded["tasks"]["gsm8k"]
+    assert len(gsm8k.fewshot_docs()) == 7473  # few-shot examples from the local train file, as on the hub
+
+
+def test_data_folder_is_found_or_named(tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    with pytest.raises(ConfigError, match=rf"\${DATA_DIR_ENV}={tmp_path}: no eval/ folder"):
+        local_data_dir()
+    (tmp_path / "eval").mkdir()
+    assert local_data_dir() == tmp_path
+    with pytest.raises(ConfigError, match="harness.data_dir"):
+        local_data_dir(str(tmp_path / "missing"))
+
+
+@needs_data
+def test_cli_harness_writes_leaderboard_metrics(monkeypatch, capsys, tmp_path, text_llama):
+    """`sdd-ray evaluate --evaluator harness` on real tasks from the data folder, end to end."""
+    from test_evaluate import run_cli
+
+    monkeypatch.setenv(DATA_DIR_ENV, str(SHARED_DATA))
+    out = tmp_path / "r.json"
+    code, err = run_cli(
+        monkeypatch, capsys, "evaluate", "--model", str(text_llama), "--evaluator", "harness",
+        "--tasks", "hellaswag,arc_easy,gsm8k", "--limit", "4", "--out", str(out),
+    )
+    assert code == 0, err
+    tasks = json.loads(out.read_text())["tasks"]
+    assert {t: (r["metric"], r["n"], r["num_fewshot"]) for t, r in tasks.items()} == {
+        "hellaswag": ("acc_norm", 4, 10), "arc_easy": ("acc_norm", 4, 0), "gsm8k": ("exact_match (strict-match)", 4, 5),
+    }
+    assert all(0 <= r["value"] <= 1 for r in tasks.values())
