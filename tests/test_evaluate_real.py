@@ -171,7 +171,9 @@ def test_cli_harness_writes_leaderboard_metrics(monkeypatch, capsys, tmp_path, t
         "--tasks", "hellaswag,arc_easy,gsm8k", "--limit", "4", "--out", str(out),
     )
     assert code == 0, err
-    tasks = json.loads(out.read_text())["tasks"]
+    written = json.loads(out.read_text())
+    assert written["data_dir"] == str(SHARED_DATA.resolve())
+    tasks = written["tasks"]
     assert {t: (r["metric"], r["n"], r["num_fewshot"]) for t, r in tasks.items()} == {
         "hellaswag": ("acc_norm", 4, 10), "arc_easy": ("acc_norm", 4, 0), "gsm8k": ("exact_match (strict-match)", 4, 5),
     }

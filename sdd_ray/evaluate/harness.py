@@ -85,8 +85,7 @@ def per_example(raw: dict, name: str, metric: str, filter: str) -> list[float]:
 
 def benchmarks_with_local_data(tasks: list[str], data_dir: str | None) -> list[str]:
     """The lm-eval tasks among `tasks` to read from the local data folder (none without one)."""
-    folder = local_data_dir(data_dir)
-    if folder is None or not tasks:
+    if not tasks or local_data_dir(data_dir) is None:
         return []
     index = official_task_index()
     return [t for t in tasks if has_local_data(t, index)]
