@@ -147,9 +147,23 @@ def test_every_listed_benchmark_reads_its_local_splits(tmp_path):
     assert sum(len(t.eval_docs) for n, t in loaded["tasks"].items() if n.startswith("mmlu_")) == 14042
     gsm8k = loaded["tasks"]["gsm8k"]
     assert len(gsm8k.fewshot_docs()) == 7473  # few-shot examples from the local train file, as on the hub
+    for name, task in loaded["tasks"].items():  # the local rows have the fields lm-eval's prompts read
+        doc = task.eval_docs[0]
+        text, target = task.doc_to_text(doc), task.doc_to_target(doc)
+        assert text != "" and target != "", name
+        if task.config.output_type == "multiple_choice":
+            choices = task.doc_to_choice(doc)
+            gold = text if isinstance(text, int) else target  # WinoGrande: the gold index picks the context
+            assert (choices.index(gold) if isinstance(gold, str) else gold) in range(len(choices)), name
 
 
 def test_data_folder_is_found_or_named(tmp_path, monkeypatch):
+    from sdd_ray.evaluate import local_benchmarks
+    from sdd_ray.evaluate.harness import benchmarks_with_local_data
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(local_benchmarks, "DEFAULT_DATA_DIR", tmp_path / "absent")
+    assert local_data_dir() is None and benchmarks_with_local_data(["hellaswag"], None) == []  # the hub
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
     with pytest.raises(ConfigError, match=rf"\${DATA_DIR_ENV}={tmp_path}: no eval/ folder"):
         local_data_dir()
