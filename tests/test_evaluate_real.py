@@ -26,13 +26,13 @@ from sdd_ray.evaluate.local_benchmarks import (  # noqa: E402
     prepare_local_benchmarks,
 )
 
-MMLU_SUBJECT = "high_school_geography"
-COMPARED = [
-    "hellaswag", "arc_easy", "piqa", "winogrande", "openbookqa", "commonsense_qa", "truthfulqa_mc2",
-    f"mmlu_{MMLU_SUBJECT}",
-]
+COMPARED_BY_SHOTS = {
+    0: ["hellaswag", "arc_easy", "piqa", "winogrande", "openbookqa", "commonsense_qa", "truthfulqa_mc2"],
+    5: ["mmlu_high_school_geography"],  # the leaderboard's 5 shots: the first 5 `dev` rows of the subject
+}
+"""Zero-shot where the hub draws few-shot examples from a `train` split the local copy lacks."""
+COMPARED = [name for names in COMPARED_BY_SHOTS.values() for name in names]
 LIMIT = 8
-SHOTS = 0  # few-shot pools differ by design where the hub has a `train` split (see local_benchmarks)
 
 needs_data = pytest.mark.skipif(
     not (SHARED_DATA / "eval").is_dir(), reason=f"{SHARED_DATA}/eval not found (the shared data folder sits beside the repository)"
@@ -90,21 +90,21 @@ def hub_layout_of_local_rows(names: list[str], cache_dir) -> dict:
     return hub
 
 
-def run_tasks(lm, names: list[str], manager) -> dict:
+def per_example(lm, manager) -> dict[str, list[tuple]]:
+    """{task: [(doc_id, the model's requests, the scored metrics, dataset_path)]} of the compared tasks."""
     import lm_eval
 
-    return lm_eval.simple_evaluate(
-        model=lm, tasks=names, num_fewshot=SHOTS, limit=LIMIT, task_manager=manager,
-        bootstrap_iters=0, log_samples=True, random_seed=0,
-    )
-
-
-def per_example(raw: dict, name: str) -> list[tuple]:
-    """(doc_id, the model's requests, the scored metrics) of every example of a task."""
-    out = []
-    for s in sorted(raw["samples"][name], key=lambda s: s["doc_id"]):
-        metrics = {m: s[m] for m in ("acc", "acc_norm") if m in s}
-        out.append((s["doc_id"], [tuple(a) for a in s["arguments"]], metrics))
+    out = {}
+    for shots, names in COMPARED_BY_SHOTS.items():
+        raw = lm_eval.simple_evaluate(
+            model=lm, tasks=names, num_fewshot=shots, limit=LIMIT, task_manager=manager,
+            bootstrap_iters=0, log_samples=True, random_seed=0,
+        )
+        for name in names:
+            samples = sorted(raw["samples"][name], key=lambda s: s["doc_id"])
+            source = raw["configs"][name]["dataset_path"]
+            metrics = [{m: s[m] for m in ("acc", "acc_norm") if m in s} for s in samples]
+            out[name] = [(s["doc_id"], [tuple(a) for a in s["arguments"]], m, source) for s, m in zip(samples, metrics)]
     return out
 
 
@@ -115,17 +115,17 @@ def test_local_tasks_score_every_example_as_lm_evals_own_tasks(text_llama, tmp_p
     from lm_eval.tasks import TaskManager
 
     lm = get_model("hf").create_from_arg_obj({"pretrained": str(text_llama), "dtype": "float32"}, {"batch_size": 16, "device": "cpu"})
-    local = run_tasks(lm, COMPARED, TaskManager(include_path=prepare_local_benchmarks(COMPARED, tmp_path / "tasks", SHARED_DATA), include_defaults=False))
+    local = per_example(lm, TaskManager(include_path=prepare_local_benchmarks(COMPARED, tmp_path / "tasks", SHARED_DATA), include_defaults=False))
 
     hub = hub_layout_of_local_rows(COMPARED, tmp_path / "cache")
     read_json = datasets.load_dataset
     monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None, **kw: read_json(path, name=name, **kw) if path == "json" else hub[(path, name)])
-    official = run_tasks(lm, COMPARED, official_task_manager())
+    official = per_example(lm, official_task_manager())
 
     for name in COMPARED:
-        ours, theirs = per_example(local, name), per_example(official, name)
-        assert len(ours) == LIMIT and ours == theirs, name
-        assert local["configs"][name]["dataset_path"] == "json" and official["configs"][name]["dataset_path"] != "json"
+        assert len(local[name]) == LIMIT, name
+        assert {row[3] for row in local[name]} == {"json"} and {row[3] for row in official[name]} != {"json"}, name
+        assert [row[:3] for row in local[name]] == [row[:3] for row in official[name]], name
 
 
 @needs_data
