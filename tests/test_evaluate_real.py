@@ -173,6 +173,7 @@ def test_data_folder_is_found_or_named(tmp_path, monkeypatch):
         local_data_dir(str(tmp_path / "missing"))
 
 
+@pytest.mark.slow
 @needs_data
 def test_cli_harness_writes_leaderboard_metrics(monkeypatch, capsys, tmp_path, text_llama):
     """`sdd-ray evaluate --evaluator harness` on real tasks from the data folder, end to end."""

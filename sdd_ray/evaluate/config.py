@@ -8,15 +8,15 @@ the `toy_*` and `gsm8k_local` tasks run the same harness over local files.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from sdd_ray.config import ModelSpec, StrictModel
+from sdd_ray.evaluate.local_benchmarks import DEFAULT_DATA_DIR
 from sdd_ray.toy.tasks import TASKS as BUILTIN_TASKS
 
-DEFAULT_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "test.jsonl"
+DEFAULT_GSM8K = DEFAULT_DATA_DIR / "gsm8k" / "test.jsonl"
 
 
 class HarnessTask(StrictModel):
