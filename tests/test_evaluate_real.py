@@ -19,6 +19,7 @@ from sdd_ray.config import ConfigError  # noqa: E402
 from sdd_ray.evaluate.local_benchmarks import (  # noqa: E402
     DATA_DIR_ENV,
     LOCAL_FILES,
+    benchmark_data_dir,
     local_data_dir,
     official_config,
     official_task_index,
@@ -163,7 +164,8 @@ def test_data_folder_is_found_or_named(tmp_path, monkeypatch):
 
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
     monkeypatch.setattr(local_benchmarks, "DEFAULT_DATA_DIR", tmp_path / "absent")
-    assert local_data_dir() is None and benchmarks_with_local_data(["hellaswag"], None) == []  # the hub
+    assert local_data_dir() is None and benchmark_data_dir("auto") is None  # the hub
+    assert benchmarks_with_local_data(["hellaswag"], None) == []
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
     with pytest.raises(ConfigError, match=rf"\${DATA_DIR_ENV}={tmp_path}: no eval/ folder"):
         local_data_dir()
@@ -171,6 +173,10 @@ def test_data_folder_is_found_or_named(tmp_path, monkeypatch):
     assert local_data_dir() == tmp_path
     with pytest.raises(ConfigError, match="harness.data_dir"):
         local_data_dir(str(tmp_path / "missing"))
+    assert benchmark_data_dir("hub") is None and benchmark_data_dir("local") == tmp_path
+    monkeypatch.delenv(DATA_DIR_ENV)
+    with pytest.raises(ConfigError, match="harness.data_source=local but no data folder"):
+        benchmark_data_dir("local")
 
 
 @pytest.mark.slow

@@ -63,9 +63,12 @@ class HarnessConfig(StrictModel):
     """Every task the harness may run; add lm-eval task names here (few-shot count and metric)."""
     include_paths: list[str] = Field(default_factory=list)
     """Extra folders of lm-eval task YAMLs (`TaskManager(include_path=...)`)."""
+    data_source: Literal["auto", "local", "hub"] = "auto"
+    """Where the real benchmarks' rows come from: `auto` a local data folder when one is found, else the
+    hub; `local` a local folder or an error; `hub` lm-eval's hub datasets (the official numbers)."""
     data_dir: str | None = None
-    """Local copies of the real benchmarks (`eval/<set>/<split>.jsonl`, `gsm8k/`); None: `$SDD_RAY_DATA_DIR`,
-    else `../shared/data` beside the repository if present, else lm-eval reads the hub."""
+    """The local data folder (`eval/<set>/<split>.jsonl`, `gsm8k/`); None: `$SDD_RAY_DATA_DIR`, else
+    `../shared/data` beside the repository if present."""
     gsm8k_path: str = str(DEFAULT_GSM8K)
     """The JSON-lines file (`question`, `answer`) behind the `gsm8k_local` task."""
     apply_chat_template: bool = False

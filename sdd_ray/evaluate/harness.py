@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 from sdd_ray.config import ConfigError, ModelSpec
 from sdd_ray.evaluate.config import EvaluateConfig
-from sdd_ray.evaluate.local_benchmarks import has_local_data, local_data_dir, official_task_index, prepare_local_benchmarks
+from sdd_ray.evaluate.local_benchmarks import benchmark_data_dir, has_local_data, official_task_index, prepare_local_benchmarks
 from sdd_ray.evaluate.local_tasks import LOCAL_TASKS, prepare_local_tasks
 
 
@@ -83,9 +84,9 @@ def per_example(raw: dict, name: str, metric: str, filter: str) -> list[float]:
     return [float(s[metric]) for s in samples if s.get("filter", filter) == filter]
 
 
-def benchmarks_with_local_data(tasks: list[str], data_dir: str | None) -> list[str]:
+def benchmarks_with_local_data(tasks: list[str], data_dir: Path | None) -> list[str]:
     """The lm-eval tasks among `tasks` to read from the local data folder (none without one)."""
-    if not tasks or local_data_dir(data_dir) is None:
+    if not tasks or data_dir is None:
         return []
     index = official_task_index()
     return [t for t in tasks if has_local_data(t, index)]
@@ -97,7 +98,8 @@ def evaluate_harness(spec: ModelSpec, tasks: list[str], cfg: EvaluateConfig, log
     local = [t for t in tasks if t in LOCAL_TASKS]
     if len(local) == len(tasks):
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only: never reach the hub
-    from_files = benchmarks_with_local_data([t for t in tasks if t not in LOCAL_TASKS], cfg.harness.data_dir)
+    data_dir = benchmark_data_dir(cfg.harness.data_source, cfg.harness.data_dir)
+    from_files = benchmarks_with_local_data([t for t in tasks if t not in LOCAL_TASKS], data_dir)
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -106,7 +108,7 @@ def evaluate_harness(spec: ModelSpec, tasks: list[str], cfg: EvaluateConfig, log
     with tempfile.TemporaryDirectory(prefix="sdd_ray_lmeval_") as workdir:
         prepare_local_tasks(local, workdir, cfg.limit or 1000, cfg.seed, cfg.harness.gsm8k_path)
         if from_files:
-            prepare_local_benchmarks(from_files, workdir, local_data_dir(cfg.harness.data_dir))
+            prepare_local_benchmarks(from_files, workdir, data_dir)
         from_hub = len(local) + len(from_files) < len(tasks)
         manager = TaskManager(include_path=[workdir, *cfg.harness.include_paths], include_defaults=from_hub)
         unknown = [t for t in tasks if t not in manager.all_tasks]

@@ -72,6 +72,19 @@ def local_data_dir(configured: str | None = None) -> Path | None:
     return DEFAULT_DATA_DIR if (DEFAULT_DATA_DIR / "eval").is_dir() else None
 
 
+def benchmark_data_dir(source: str = "auto", configured: str | None = None) -> Path | None:
+    """The folder the real benchmarks read for `harness.data_source` and `harness.data_dir`; None: the hub."""
+    if source == "hub":
+        return None
+    found = local_data_dir(configured)
+    if found is None and source == "local":
+        raise ConfigError(
+            f"harness.data_source=local but no data folder: set harness.data_dir (--data-dir) or ${DATA_DIR_ENV}, "
+            f"or place it at {DEFAULT_DATA_DIR}"
+        )
+    return found
+
+
 @functools.lru_cache(maxsize=1)
 def official_task_manager():
     """lm-eval's `TaskManager` over its shipped task files (indexing them takes ~5 s: once per process)."""

@@ -18,15 +18,14 @@ __all__ = ["average", "evaluate_model", "run_evaluate"]
 
 
 def with_data_dir_found(cfg: EvaluateConfig) -> EvaluateConfig:
-    """`cfg` with the local benchmark folder this process finds written in, so Ray workers use the same."""
-    from sdd_ray.evaluate.local_benchmarks import local_data_dir
+    """`cfg` with the data source this process finds written in (a folder, or the hub), so Ray workers use the same."""
+    from sdd_ray.evaluate.local_benchmarks import benchmark_data_dir
 
-    if cfg.evaluator != "harness" or cfg.harness.data_dir is not None:
+    if cfg.evaluator != "harness":
         return cfg
-    found = local_data_dir()
-    if found is None:
-        return cfg
-    return cfg.model_copy(update={"harness": cfg.harness.model_copy(update={"data_dir": str(found)})})
+    found = benchmark_data_dir(cfg.harness.data_source, cfg.harness.data_dir)
+    decided = {"data_source": "local", "data_dir": str(found)} if found else {"data_source": "hub", "data_dir": None}
+    return cfg.model_copy(update={"harness": cfg.harness.model_copy(update=decided)})
 
 
 def evaluate_model(cfg: EvaluateConfig, log_samples: bool = False) -> dict:
