@@ -199,3 +199,15 @@ def test_cli_harness_writes_leaderboard_metrics(monkeypatch, capsys, tmp_path, t
         "hellaswag": ("acc_norm", 4, 10), "arc_easy": ("acc_norm", 4, 0), "gsm8k": ("exact_match (strict-match)", 4, 5),
     }
     assert all(0 <= r["value"] <= 1 for r in tasks.values())
+
+
+@needs_data
+def test_local_source_refuses_tasks_without_a_local_copy():
+    from sdd_ray.config import validate_config
+    from sdd_ray.evaluate.config import EvaluateConfig
+    from sdd_ray.evaluate.harness import evaluate_harness
+
+    harness = {"data_source": "local", "data_dir": str(SHARED_DATA), "task_settings": {"boolq": {}, "piqa": {}}}
+    cfg = validate_config(EvaluateConfig, {"model": {"path": "never-loaded"}, "evaluator": "harness", "tasks": ["piqa", "boolq"], "harness": harness})
+    with pytest.raises(ConfigError, match=r"\['boolq'\] have no local copy"):
+        evaluate_harness(cfg.model, cfg.tasks, cfg)

@@ -100,6 +100,9 @@ def evaluate_harness(spec: ModelSpec, tasks: list[str], cfg: EvaluateConfig, log
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only: never reach the hub
     data_dir = benchmark_data_dir(cfg.harness.data_source, cfg.harness.data_dir)
     from_files = benchmarks_with_local_data([t for t in tasks if t not in LOCAL_TASKS], data_dir)
+    from_hub = [t for t in tasks if t not in local and t not in from_files]
+    if from_hub and cfg.harness.data_source == "local":
+        raise ConfigError(f"harness.data_source=local, but {from_hub} have no local copy in {data_dir}; use data_source auto")
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -109,8 +112,7 @@ def evaluate_harness(spec: ModelSpec, tasks: list[str], cfg: EvaluateConfig, log
         prepare_local_tasks(local, workdir, cfg.limit or 1000, cfg.seed, cfg.harness.gsm8k_path)
         if from_files:
             prepare_local_benchmarks(from_files, workdir, data_dir)
-        from_hub = len(local) + len(from_files) < len(tasks)
-        manager = TaskManager(include_path=[workdir, *cfg.harness.include_paths], include_defaults=from_hub)
+        manager = TaskManager(include_path=[workdir, *cfg.harness.include_paths], include_defaults=bool(from_hub))
         unknown = [t for t in tasks if t not in manager.all_tasks]
         if unknown:
             raise ConfigError(f"lm-eval knows no task(s) {unknown}; check the names or harness.include_paths")

@@ -24,7 +24,7 @@ def with_data_dir_found(cfg: EvaluateConfig) -> EvaluateConfig:
     if cfg.evaluator != "harness":
         return cfg
     found = benchmark_data_dir(cfg.harness.data_source, cfg.harness.data_dir)
-    decided = {"data_source": "local", "data_dir": str(found)} if found else {"data_source": "hub", "data_dir": None}
+    decided = {"data_dir": str(found)} if found else {"data_source": "hub", "data_dir": None}
     return cfg.model_copy(update={"harness": cfg.harness.model_copy(update=decided)})
 
 
