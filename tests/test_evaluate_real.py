@@ -174,6 +174,10 @@ def test_data_folder_is_found_or_named(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="harness.data_dir"):
         local_data_dir(str(tmp_path / "missing"))
     assert benchmark_data_dir("hub") is None and benchmark_data_dir("local") == tmp_path
+    if (SHARED_DATA / "eval").is_dir():  # a partial folder: the tasks without their files go to the hub
+        (tmp_path / "eval" / "piqa").mkdir()
+        (tmp_path / "eval" / "piqa" / "validation.jsonl").symlink_to(SHARED_DATA / "eval" / "piqa" / "validation.jsonl")
+        assert benchmarks_with_local_data(["piqa", "hellaswag", "mmlu"], tmp_path) == ["piqa"]
     monkeypatch.delenv(DATA_DIR_ENV)
     with pytest.raises(ConfigError, match="harness.data_source=local but no data folder"):
         benchmark_data_dir("local")

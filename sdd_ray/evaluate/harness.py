@@ -89,7 +89,7 @@ def benchmarks_with_local_data(tasks: list[str], data_dir: Path | None) -> list[
     if not tasks or data_dir is None:
         return []
     index = official_task_index()
-    return [t for t in tasks if has_local_data(t, index)]
+    return [t for t in tasks if has_local_data(t, index, data_dir)]
 
 
 def evaluate_harness(spec: ModelSpec, tasks: list[str], cfg: EvaluateConfig, log_samples: bool = False) -> dict[str, dict]:

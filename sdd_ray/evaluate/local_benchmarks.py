@@ -126,19 +126,25 @@ def official_config(name: str, index: dict) -> dict:
     return load_yaml(index[name].yaml_path, resolve_func=False)
 
 
-def _is_mmlu(config: dict) -> bool:
-    return config.get("dataset_path") == MMLU_HUB_DATASET
+def local_files_of(leaf: str, index: dict) -> list[str]:
+    """The files under the data folder that one lm-eval task reads ([]: it has no local copy)."""
+    if leaf in LOCAL_FILES:
+        return list(LOCAL_FILES[leaf].values())
+    if official_config(leaf, index).get("dataset_path") == MMLU_HUB_DATASET:
+        return [f"eval/mmlu/{split}.jsonl" for split in MMLU_SPLITS]
+    return []
 
 
-def has_local_data(name: str, index: dict) -> bool:
-    """Whether every leaf task under `name` has a local copy of its data."""
+def has_local_data(name: str, index: dict, data_dir: Path) -> bool:
+    """Whether every leaf task under `name` has its files in `data_dir` (a partial folder is fine)."""
     if name not in index:
         return False
     try:
         _, leaves = expand(name, index)
     except ConfigError:  # a group with inline tasks: left to the hub
         return False
-    return all(leaf in LOCAL_FILES or _is_mmlu(official_config(leaf, index)) for leaf in leaves)
+    files = [local_files_of(leaf, index) for leaf in leaves]
+    return all(paths and all((data_dir / path).is_file() for path in paths) for paths in files)
 
 
 def split_mmlu(data_dir: Path, workdir: Path) -> dict[str, dict[str, str]]:
