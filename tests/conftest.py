@@ -17,18 +17,20 @@ from sdd_ray.models import TOY_TEACHER  # noqa: E402
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def make_tiny_llama(out: Path, num_layers: int = 6, seed: int = 0, hidden: int = 64) -> Path:
-    """A random Llama with the toy tokenizer, saved as an HF checkpoint in `out`."""
+def make_tiny_llama(
+    out: Path, num_layers: int = 6, seed: int = 0, hidden: int = 64, tokenizer=None, max_positions: int = 256
+) -> Path:
+    """A random Llama with `tokenizer` (default: the toy tokenizer), saved as an HF checkpoint in `out`."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from sdd_ray.toy.tokenizer import build_tokenizer
 
-    tokenizer = build_tokenizer()
+    tokenizer = tokenizer or build_tokenizer()
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
         num_hidden_layers=num_layers, num_attention_heads=2, num_key_value_heads=2, head_dim=hidden // 2,
-        max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+        max_position_embeddings=max_positions, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     model = LlamaForCausalLM(config)

@@ -37,6 +37,13 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
     seed: Annotated[Optional[int], typer.Option(help="Seed of the toy eval split [default: 0].")] = None,
+    data_dir: Annotated[
+        Optional[str],
+        typer.Option(help="Local copies of the real benchmarks (eval/, gsm8k/) [default: $SDD_RAY_DATA_DIR, else ../shared/data if present]."),
+    ] = None,
+    data_source: Annotated[
+        Optional[str], typer.Option(help="Real benchmarks from: auto (local folder if found, else hub), local or hub [default: auto].")
+    ] = None,
     use_ray: Annotated[
         Optional[bool], typer.Option("--ray/--no-ray", help="Evaluate as Ray tasks (model and baseline in parallel) [default: no].")
     ] = None,
@@ -57,7 +64,8 @@ def evaluate(
     for dotted, value in [
         ("evaluator", evaluator), ("tasks", parse_list(tasks) if tasks is not None else None),
         ("batch_size", batch_size), ("baseline", baseline), ("seed", seed), ("use_ray", use_ray),
-        ("harness.backend", backend), ("resources.num_cpus", num_cpus), ("resources.num_gpus", num_gpus),
+        ("harness.backend", backend), ("harness.data_dir", data_dir), ("harness.data_source", data_source),
+        ("resources.num_cpus", num_cpus), ("resources.num_gpus", num_gpus),
     ]:
         _set(data, dotted, value)
     if limit is not None:

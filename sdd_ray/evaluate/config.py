@@ -8,15 +8,15 @@ the `toy_*` and `gsm8k_local` tasks run the same harness over local files.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from sdd_ray.config import ModelSpec, StrictModel
+from sdd_ray.evaluate.local_benchmarks import DEFAULT_DATA_DIR
 from sdd_ray.toy.tasks import TASKS as BUILTIN_TASKS
 
-DEFAULT_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "test.jsonl"
+DEFAULT_GSM8K = DEFAULT_DATA_DIR / "gsm8k" / "test.jsonl"
 
 
 class HarnessTask(StrictModel):
@@ -33,10 +33,19 @@ LEADERBOARD_V1 = {
     "arc_challenge": HarnessTask(num_fewshot=25, metric="acc_norm"),
     "hellaswag": HarnessTask(num_fewshot=10, metric="acc_norm"),
     "mmlu": HarnessTask(num_fewshot=5, metric="acc"),
-    "truthfulqa_mc2": HarnessTask(num_fewshot=0, metric="acc"),
+    "truthfulqa_mc2": HarnessTask(num_fewshot=0, metric="acc"),  # lm-eval's name for the MC2 score
     "winogrande": HarnessTask(num_fewshot=5, metric="acc"),
     "gsm8k": HarnessTask(num_fewshot=5, metric="exact_match", filter="strict-match"),
 }
+COMMONSENSE = {
+    "arc_easy": HarnessTask(num_fewshot=0, metric="acc_norm"),
+    "piqa": HarnessTask(num_fewshot=0, metric="acc"),
+    "openbookqa": HarnessTask(num_fewshot=0, metric="acc"),
+    "commonsense_qa": HarnessTask(num_fewshot=0, metric="acc"),
+    "truthfulqa_mc1": HarnessTask(num_fewshot=0, metric="acc"),
+    "lambada_openai": HarnessTask(num_fewshot=0, metric="acc"),
+}
+"""Zero-shot neighbours of the leaderboard on which a ~100M-parameter model scores above chance."""
 LOCAL = {
     "toy_arith": HarnessTask(num_fewshot=0, metric="exact_match"),
     "toy_facts": HarnessTask(num_fewshot=0, metric="acc"),
@@ -50,10 +59,16 @@ class HarnessConfig(StrictModel):
 
     backend: Literal["hf", "vllm"] = "hf"
     """`hf`: transformers on CPU or GPU; `vllm`: vLLM on a GPU (tensor parallel over `num_gpus`)."""
-    task_settings: dict[str, HarnessTask] = Field(default_factory=lambda: {**LEADERBOARD_V1, **LOCAL})
+    task_settings: dict[str, HarnessTask] = Field(default_factory=lambda: {**LEADERBOARD_V1, **COMMONSENSE, **LOCAL})
     """Every task the harness may run; add lm-eval task names here (few-shot count and metric)."""
     include_paths: list[str] = Field(default_factory=list)
     """Extra folders of lm-eval task YAMLs (`TaskManager(include_path=...)`)."""
+    data_source: Literal["auto", "local", "hub"] = "auto"
+    """Where the real benchmarks' rows come from: `auto` a local data folder when one is found, else the
+    hub; `local` a local folder or an error; `hub` lm-eval's hub datasets (the official numbers)."""
+    data_dir: str | None = None
+    """The local data folder (`eval/<set>/<split>.jsonl`, `gsm8k/`); None: `$SDD_RAY_DATA_DIR`, else
+    `../shared/data` beside the repository if present."""
     gsm8k_path: str = str(DEFAULT_GSM8K)
     """The JSON-lines file (`question`, `answer`) behind the `gsm8k_local` task."""
     apply_chat_template: bool = False

@@ -3,15 +3,18 @@
 Backends: `hf` (transformers, CPU or GPU) and `vllm` (GPU). The model is built once and shared by
 every few-shot group of tasks (lm-eval takes one few-shot count per call). Each task reports the
 metric and filter named in `HarnessConfig.task_settings`, with lm-eval's stderr and sample count.
+Real benchmarks read local files where a data folder is found (`local_benchmarks`), else the hub.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 from sdd_ray.config import ConfigError, ModelSpec
 from sdd_ray.evaluate.config import EvaluateConfig
+from sdd_ray.evaluate.local_benchmarks import benchmark_data_dir, has_local_data, official_task_index, prepare_local_benchmarks
 from sdd_ray.evaluate.local_tasks import LOCAL_TASKS, prepare_local_tasks
 
 
@@ -81,12 +84,25 @@ def per_example(raw: dict, name: str, metric: str, filter: str) -> list[float]:
     return [float(s[metric]) for s in samples if s.get("filter", filter) == filter]
 
 
+def benchmarks_with_local_data(tasks: list[str], data_dir: Path | None) -> list[str]:
+    """The lm-eval tasks among `tasks` to read from the local data folder (none without one)."""
+    if not tasks or data_dir is None:
+        return []
+    index = official_task_index()
+    return [t for t in tasks if has_local_data(t, index, data_dir)]
+
+
 def evaluate_harness(spec: ModelSpec, tasks: list[str], cfg: EvaluateConfig, log_samples: bool = False) -> dict[str, dict]:
     """Results of `spec` on lm-eval `tasks`: {task: {metric, value, stderr, n[, per_example]}}."""
     settings = {t: cfg.harness.task_settings[t] for t in tasks}
     local = [t for t in tasks if t in LOCAL_TASKS]
     if len(local) == len(tasks):
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only: never reach the hub
+    data_dir = benchmark_data_dir(cfg.harness.data_source, cfg.harness.data_dir)
+    from_files = benchmarks_with_local_data([t for t in tasks if t not in LOCAL_TASKS], data_dir)
+    from_hub = [t for t in tasks if t not in local and t not in from_files]
+    if from_hub and cfg.harness.data_source == "local":
+        raise ConfigError(f"harness.data_source=local, but {from_hub} have no local copy in {data_dir}; use data_source auto")
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -94,9 +110,9 @@ def evaluate_harness(spec: ModelSpec, tasks: list[str], cfg: EvaluateConfig, log
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="sdd_ray_lmeval_") as workdir:
         prepare_local_tasks(local, workdir, cfg.limit or 1000, cfg.seed, cfg.harness.gsm8k_path)
-        manager = TaskManager(
-            include_path=[workdir, *cfg.harness.include_paths], include_defaults=len(local) < len(tasks)
-        )
+        if from_files:
+            prepare_local_benchmarks(from_files, workdir, data_dir)
+        manager = TaskManager(include_path=[workdir, *cfg.harness.include_paths], include_defaults=bool(from_hub))
         unknown = [t for t in tasks if t not in manager.all_tasks]
         if unknown:
             raise ConfigError(f"lm-eval knows no task(s) {unknown}; check the names or harness.include_paths")

@@ -17,10 +17,22 @@ from sdd_ray.io import write_json
 __all__ = ["average", "evaluate_model", "run_evaluate"]
 
 
+def with_data_dir_found(cfg: EvaluateConfig) -> EvaluateConfig:
+    """`cfg` with the data source this process finds written in (a folder, or the hub), so Ray workers use the same."""
+    from sdd_ray.evaluate.local_benchmarks import benchmark_data_dir
+
+    if cfg.evaluator != "harness":
+        return cfg
+    found = benchmark_data_dir(cfg.harness.data_source, cfg.harness.data_dir)
+    decided = {"data_dir": str(found)} if found else {"data_source": "hub", "data_dir": None}
+    return cfg.model_copy(update={"harness": cfg.harness.model_copy(update=decided)})
+
+
 def evaluate_model(cfg: EvaluateConfig, log_samples: bool = False) -> dict:
     """Results of `cfg.model` on `cfg.tasks`: {model, evaluator, tasks: {task: {metric, value, stderr, n}}, average}."""
     import torch
 
+    cfg = with_data_dir_found(cfg)
     if cfg.evaluator == "harness":
         from sdd_ray.evaluate.harness import evaluate_harness
 
@@ -36,7 +48,7 @@ def evaluate_model(cfg: EvaluateConfig, log_samples: bool = False) -> dict:
             tasks = evaluate_builtin(
                 model, tokenizer, cfg.tasks, cfg.limit or 1000, cfg.batch_size, cfg.seed, log_samples
             )
-    return {
+    results = {
         "model": cfg.model.path,
         "evaluator": cfg.evaluator,
         "backend": cfg.harness.backend if cfg.evaluator == "harness" else "hf",
@@ -45,9 +57,13 @@ def evaluate_model(cfg: EvaluateConfig, log_samples: bool = False) -> dict:
         "tasks": tasks,
         "average": average(tasks),
     }
+    if cfg.evaluator == "harness":
+        results["data_dir"] = cfg.harness.data_dir  # the local benchmark copies read; None: the hub
+    return results
 
 
 def _evaluate_all(cfg: EvaluateConfig, models: list[ModelSpec]) -> list[dict]:
+    cfg = with_data_dir_found(cfg)
     if cfg.use_ray:
         from sdd_ray.evaluate.ray_eval import evaluate_many
 
