@@ -228,12 +228,16 @@ LOCAL_COPIES = {
 The Dolly and Alpaca copies hold a subset of the hub's rows (see the data folder's README)."""
 
 
+DATA_DIR_ENV = "SDD_RAY_DATA_DIR"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+"""Local copies of public data sets: `$SDD_RAY_DATA_DIR`, else a `shared/data` folder beside the repository."""
+
+
 def local_data_dir() -> Path | None:
-    """`$SDD_RAY_DATA_DIR`, else `../shared/data` beside the repository when it exists, else None (use the hub)."""
-    if os.environ.get("SDD_RAY_DATA_DIR"):
-        return Path(os.environ["SDD_RAY_DATA_DIR"])
-    beside_repository = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return beside_repository if beside_repository.is_dir() else None
+    """`$SDD_RAY_DATA_DIR`, else `DEFAULT_DATA_DIR` when it exists, else None (use the hub)."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    return DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else None
 
 
 def local_copy(name: str, split: str) -> Path | None:

@@ -20,7 +20,7 @@ from sdd_ray.evaluate.local_benchmarks import (  # noqa: E402
     DATA_DIR_ENV,
     LOCAL_FILES,
     benchmark_data_dir,
-    local_data_dir,
+    eval_data_dir,
     official_config,
     official_task_index,
     official_task_manager,
@@ -164,15 +164,15 @@ def test_data_folder_is_found_or_named(tmp_path, monkeypatch):
 
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
     monkeypatch.setattr(local_benchmarks, "DEFAULT_DATA_DIR", tmp_path / "absent")
-    assert local_data_dir() is None and benchmark_data_dir("auto") is None  # the hub
+    assert eval_data_dir() is None and benchmark_data_dir("auto") is None  # the hub
     assert benchmarks_with_local_data(["hellaswag"], None) == []
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
     with pytest.raises(ConfigError, match=rf"\${DATA_DIR_ENV}={tmp_path}: no eval/ folder"):
-        local_data_dir()
+        eval_data_dir()
     (tmp_path / "eval").mkdir()
-    assert local_data_dir() == tmp_path
+    assert eval_data_dir() == tmp_path
     with pytest.raises(ConfigError, match="harness.data_dir"):
-        local_data_dir(str(tmp_path / "missing"))
+        eval_data_dir(str(tmp_path / "missing"))
     assert benchmark_data_dir("hub") is None and benchmark_data_dir("local") == tmp_path
     if (SHARED_DATA / "eval").is_dir():  # a partial folder: the tasks without their files go to the hub
         (tmp_path / "eval" / "piqa").mkdir()

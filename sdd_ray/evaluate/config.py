@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sdd_ray.config import ModelSpec, StrictModel
-from sdd_ray.evaluate.local_benchmarks import DEFAULT_DATA_DIR
+from sdd_ray.data import DEFAULT_DATA_DIR
 from sdd_ray.toy.tasks import TASKS as BUILTIN_TASKS
 
 DEFAULT_GSM8K = DEFAULT_DATA_DIR / "gsm8k" / "test.jsonl"

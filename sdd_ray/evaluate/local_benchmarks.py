@@ -32,10 +32,9 @@ from pathlib import Path
 import yaml
 
 from sdd_ray.config import ConfigError
+from sdd_ray.data import DATA_DIR_ENV, DEFAULT_DATA_DIR
 from sdd_ray.io import write_text
 
-DATA_DIR_ENV = "SDD_RAY_DATA_DIR"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 SPLIT_FIELDS = ("training_split", "validation_split", "test_split", "fewshot_split")
 LOCAL_FILES = {
@@ -57,7 +56,7 @@ MMLU_SPLITS = ("test", "validation", "dev")
 """Every lm-eval task over `cais/mmlu` (one per subject, `dataset_name` = subject) reads these files."""
 
 
-def local_data_dir(configured: str | None = None) -> Path | None:
+def eval_data_dir(configured: str | None = None) -> Path | None:
     """The local data folder: `configured`, else `$SDD_RAY_DATA_DIR`, else `../shared/data` if present.
 
     None means no local copy: the tasks read the hub. A folder named explicitly must exist.
@@ -76,7 +75,7 @@ def benchmark_data_dir(source: str = "auto", configured: str | None = None) -> P
     """The folder the real benchmarks read for `harness.data_source` and `harness.data_dir`; None: the hub."""
     if source == "hub":
         return None
-    found = local_data_dir(configured)
+    found = eval_data_dir(configured)
     if found is None and source == "local":
         raise ConfigError(
             f"harness.data_source=local but no data folder: set harness.data_dir (--data-dir) or ${DATA_DIR_ENV}, "
