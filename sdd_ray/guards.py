@@ -143,8 +143,15 @@ def _short(value) -> str:
 
 
 def model_record(spec) -> dict:
-    """A model as a resume record or cache key sees it: its path and its content's fingerprint."""
-    return {"path": str(spec.path), "revision": spec.revision, "fingerprint": fingerprint(spec.path)}
+    """A model as a resume record sees it: a local one by content (`m` and `./m/` are one), a hub one by name."""
+    found = fingerprint(spec.path)
+    return {"fingerprint": found} if found is not None else {"path": str(spec.path), "revision": spec.revision}
+
+
+def source_record(source: str) -> dict:
+    """A data source as a resume record sees it: a local file or folder by content, anything else by name."""
+    found = fingerprint(source)
+    return {"fingerprint": found} if found is not None else {"source": source}
 
 
 def check_cluster_resources(what: str, workers: int, cpus_per_worker: float = 0.0, gpus_per_worker: float = 0.0,

@@ -215,6 +215,17 @@ def test_finetune_resume_with_other_data_is_refused(capsys, monkeypatch, model, 
             expect="holds a finetune run with other inputs or settings (data:")
 
 
+def test_resume_record_is_by_content_not_spelling(model, monkeypatch):
+    from sdd_ray.models import as_spec
+    from sdd_ray.train.config import FinetuneConfig
+    from sdd_ray.train.guard import resume_record
+
+    monkeypatch.chdir(model.parent)
+    records = [resume_record(FinetuneConfig(model=as_spec(path), data="toy:facts"))
+               for path in (model.name, f"./{model.name}/", str(model))]
+    assert records[0] == records[1] == records[2]
+
+
 # --- 3. run's cache is keyed by content -----------------------------------------------------------
 
 def test_run_cache_keys_follow_content_not_paths(models, tmp_path):

@@ -15,12 +15,11 @@ RESUMABLE = {"num_workers", "cpus_per_worker", "gpus_per_worker", "torch_threads
 
 def resume_record(cfg: DistillConfig) -> dict:
     """What an output folder's rows depend on: the teacher's and the data's content, and the settings."""
-    from sdd_ray.guards import fingerprint, model_record
+    from sdd_ray.guards import model_record, source_record
 
     record = cfg.model_dump(mode="json", exclude=RESUMABLE | {"teacher", "data"})
     record["teacher"] = model_record(cfg.teacher)
-    data = cfg.data.model_dump(mode="json", exclude={"limit"})
-    record["data"] = {**data, "fingerprint": fingerprint(cfg.data.source)}
+    record["data"] = {**cfg.data.model_dump(mode="json", exclude={"limit", "source"}), **source_record(cfg.data.source)}
     return record
 
 

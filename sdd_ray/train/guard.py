@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from sdd_ray.guards import InputError, check_cluster_resources, check_out, claim_out, fingerprint, model_record
+from sdd_ray.guards import InputError, check_cluster_resources, check_out, claim_out, model_record, source_record
 from sdd_ray.train.config import FinetuneConfig
 
 OWN_FILES = ("train_metrics.json", "checkpoints")
@@ -16,9 +16,9 @@ def resume_record(cfg: FinetuneConfig) -> dict:
     """What the run's weights depend on: the model's and the data's content, and the settings."""
     from sdd_ray.train.trainer import RESUMABLE_CHANGES
 
-    record = cfg.model_dump(mode="json", exclude=RESUMABLE_CHANGES | {"model"})
+    record = cfg.model_dump(mode="json", exclude=RESUMABLE_CHANGES | {"model", "data"})
     record["model"] = model_record(cfg.model)
-    record["data_fingerprint"] = fingerprint(cfg.data)
+    record["data"] = source_record(cfg.data)
     return record
 
 
@@ -26,7 +26,10 @@ def claim_finetune_out(cfg: FinetuneConfig, out: Path, overwrite: bool) -> None:
     """Refuse an `out` that is an input or a foreign folder, and a resume with other inputs (unless `overwrite`)."""
     from sdd_ray.guards import check_data_source
 
+    from sdd_ray.models import check_model_exists
+
     check_out(out, "finetune", {"--model": cfg.model.path, "--data": cfg.data}, own_files=OWN_FILES)
+    check_model_exists(cfg.model)  # before the folder is claimed: a bad model leaves nothing behind
     check_data_source(cfg.data)
     if overwrite and cfg.storage_path:
         shutil.rmtree(Path(cfg.storage_path) / cfg.run_name, ignore_errors=True)
