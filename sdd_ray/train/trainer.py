@@ -129,7 +129,6 @@ def fit(cfg: FinetuneConfig, storage_path: str | Path):
     import ray.data
 
     from sdd_ray.models import load_tokenizer
-
     from sdd_ray.train.guard import check_usable_rows, check_workers
 
     tokenizer = load_tokenizer(cfg.model)  # a missing model fails here, before any worker starts
