@@ -130,6 +130,19 @@ def content_id(*fields: str) -> str:
     return hashlib.sha1("\x1f".join(fields).encode()).hexdigest()[:16]
 
 
+NOT_UTF8 = "__sdd_ray_not_utf8__"
+"""Key of the stand-in record of a line that is not valid UTF-8 (`decode_line`); `parse_record` rejects it."""
+
+
+def decode_line(line: bytes) -> str:
+    """A JSON line as text; a line that is not UTF-8 becomes a stand-in record, so it is one rejected row, not a crash."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        text = line.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+        return json.dumps({NOT_UTF8: f"byte {error.start}", "text": text})
+
+
 def _type_name(value: Any) -> str:
     return type(value).__name__
 
@@ -151,6 +164,10 @@ def parse_record(
             return row
     else:
         record = raw
+    if isinstance(record, dict) and NOT_UTF8 in record:
+        row.update(id=content_id(record["text"]), reject_reason=f"not valid UTF-8 (at {record[NOT_UTF8]})",
+                   raw=record["text"])
+        return row
     if not isinstance(record, dict):
         text = json.dumps(record, default=str)
         row.update(id=content_id(text), reject_reason=f"expected a JSON object, got {_type_name(record)}", raw=text)
@@ -279,10 +296,10 @@ def iter_records(spec: DataSpec) -> Iterator[Any]:
             yield from toy_records(spec.source, spec.limit)
         elif kind == "jsonl":
             for path in local_files(spec.source, (".jsonl", ".json")):
-                with open(path) as handle:
+                with open(path, "rb") as handle:
                     for line in handle:
                         if line.strip():
-                            yield line
+                            yield decode_line(line)
         elif kind == "parquet":
             import pyarrow.parquet as pq
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from sdd_ray.config import ModelSpec
+from sdd_ray.weights import check_checkpoint, check_loading_info
 
 TOY_TEACHER = Path(__file__).parent / "toy" / "teacher"
 
@@ -61,6 +62,7 @@ def check_model_exists(spec: ModelSpec) -> None:
             raise ModelNotFoundError(f"{path}: not a Hugging Face checkpoint (no config.json)")
         if not any(path.glob("*.safetensors")):
             raise ModelNotFoundError(f"{path}: no *.safetensors weights (only safetensors are loaded)")
+        check_checkpoint(path)  # truncated files, layers that disagree with config.json
         return
     looks_like_hub_id = spec.path.count("/") == 1 and not spec.path.startswith((".", "/", "~"))
     if not looks_like_hub_id:
@@ -97,13 +99,15 @@ def load_model(model: str | Path | ModelSpec, eval_mode: bool = True):
 
     spec = as_spec(model)
     check_model_exists(spec)
-    loaded = AutoModelForCausalLM.from_pretrained(
+    loaded, info = AutoModelForCausalLM.from_pretrained(
         spec.path,
         revision=spec.revision,
         dtype=resolve_dtype(spec),
         trust_remote_code=spec.trust_remote_code,
         use_safetensors=True,
+        output_loading_info=True,
     )
+    check_loading_info(spec.path, info)  # never run on randomly initialised or dropped weights
     loaded.to(resolve_device(spec))
     return loaded.eval() if eval_mode else loaded
 

@@ -326,6 +326,8 @@ def test_sharded_input_sharded_output_and_dtype(parents, tmp_path):
 def test_mismatched_checkpoints_get_a_clear_error(parents, tmp_path):
     a, _ = parents
     shallow = variant(a, tmp_path / "pruned", lambda w: {k: v for k, v in w.items() if layer_index(k) not in (4, 5)})
+    config = json.loads((shallow / "config.json").read_text())
+    (shallow / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 4}))  # a consistent pruned model
     with pytest.raises(MergeMismatchError) as error:
         run_merge(merge_cfg(a, shallow), tmp_path / "out")
     message = str(error.value)

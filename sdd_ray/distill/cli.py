@@ -25,6 +25,7 @@ def distill(
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N rows.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML DistillConfig; flags given on the command line override it.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in --out when it holds a run with another teacher, data or settings.")] = False,
 ) -> None:
     """Have the teacher rewrite a fine-tuning data set (self-data distillation) on Ray Data."""
     from sdd_ray.config import read_yaml, validate_config
@@ -41,7 +42,7 @@ def distill(
     settings.update(given(task_kind=task_kind, backend=backend, num_workers=num_workers, cpus_per_worker=cpus_per_worker,
                           batch_size=batch_size, max_new_tokens=max_new_tokens), progress=progress)
     cfg = validate_config(DistillConfig, settings, source=str(config) if config else "command line")
-    stats = run_distill(cfg, out)
+    stats = run_distill(cfg, out, overwrite)
     console.print(f"rows in {stats['rows_in']}: out {stats['rows_out']} (teacher {stats['teacher_selected']}, "
                   f"original {stats['original_selected']}), rejected {stats['rows_rejected']}")
     console.print(f"{stats['generated_tokens']} tokens generated, {stats['tokens_per_s']:.1f} tokens/s, {stats['wall_s']:.1f} s")

@@ -20,12 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sdd_ray.data import (
-    DataSpec, column_map, default_kind, default_task, local_files, parse_record, source_type, with_local_copy,
+    DataSpec, column_map, decode_line, default_kind, default_task, local_files, parse_record, source_type,
+    with_local_copy,
 )
 from sdd_ray.distill.config import DistillConfig
 from sdd_ray.distill.rewrite import load_templates, prompt_for, row_kind, select_row
 from sdd_ray.distill.schema import EMPTY_GENERATED, EMPTY_SELECTED, PREPARED, PROCESSED, to_table
 from sdd_ray.distill.shards import ShardWriter
+from sdd_ray.guards import check_cluster_resources
 from sdd_ray.io import write_text
 
 LIGHT_CPUS = 0.25  # CPU reservation of the cheap per-batch functions
@@ -45,6 +47,20 @@ def _count_lines(paths: list[Path]) -> int:
     return count
 
 
+def _is_utf8(path: Path) -> bool:
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def read_records(spec: DataSpec, rows_per_block: int):
     """A Ray dataset of raw records: a `text` column of JSON lines (toy, JSONL) or the source's own columns.
 
@@ -58,6 +74,11 @@ def read_records(spec: DataSpec, rows_per_block: int):
         from sdd_ray.data import toy_records
 
         items = [{"text": json.dumps(r)} for r in toy_records(spec.source, spec.limit)]
+        ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items), rows_per_block))
+    elif kind == "jsonl" and not all(map(_is_utf8, local_files(spec.source, (".jsonl", ".json")))):
+        # Ray's text reader would fail on the whole file: read the lines here, each bad one a row to reject.
+        items = [{"text": decode_line(line)} for path in local_files(spec.source, (".jsonl", ".json"))
+                 for line in path.read_bytes().splitlines() if line.strip()]
         ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items), rows_per_block))
     elif kind == "jsonl":
         paths = local_files(spec.source, (".jsonl", ".json"))
@@ -162,6 +183,8 @@ def run_pipeline(cfg: DistillConfig, out: str | Path) -> dict:
     import ray
 
     ray.init(ignore_reinit_error=True, configure_logging=False, log_to_driver=False)
+    if cfg.backend == "hf":
+        check_cluster_resources("distill", cfg.num_workers, cfg.cpus_per_worker, cfg.gpus_per_worker)
     ray.data.DataContext.get_current().enable_progress_bars = False
     writer = ShardWriter(Path(out), cfg.shard_rows)
     start = time.perf_counter()

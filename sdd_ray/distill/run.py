@@ -6,17 +6,38 @@ from pathlib import Path
 
 from sdd_ray.distill.config import DistillConfig
 
+OWN_FILES = ("data", "shards", "rejected.jsonl", "stats.json")
+"""What the stage writes into its folder (removed by `overwrite`)."""
+RESUMABLE = {"num_workers", "cpus_per_worker", "gpus_per_worker", "torch_threads", "batch_size", "shard_rows",
+             "max_shards", "progress", "vllm"}
+"""Settings a resume may change: they decide how fast rows are made, not what they hold."""
 
-def run_distill(cfg: DistillConfig, out: str | Path) -> dict:
+
+def resume_record(cfg: DistillConfig) -> dict:
+    """What an output folder's rows depend on: the teacher's and the data's content, and the settings."""
+    from sdd_ray.guards import model_record, source_record
+
+    record = cfg.model_dump(mode="json", exclude=RESUMABLE | {"teacher", "data"})
+    record["teacher"] = model_record(cfg.teacher)
+    record["data"] = {**cfg.data.model_dump(mode="json", exclude={"limit", "source"}), **source_record(cfg.data.source)}
+    return record
+
+
+def run_distill(cfg: DistillConfig, out: str | Path, overwrite: bool = False) -> dict:
     """Distill `cfg.data` with `cfg.teacher` into `out` (resuming whatever an earlier run committed).
 
-    Writes `out/data/*.parquet`, `out/rejected.jsonl` and `out/stats.json`; returns the stats.
+    Writes `out/data/*.parquet`, `out/rejected.jsonl` and `out/stats.json`; returns the stats. A
+    folder written by another teacher, other data or other settings is refused (`overwrite`: start over).
     """
     from sdd_ray.distill.pipeline import run_pipeline
+    from sdd_ray.guards import check_data_source, check_out, claim_out
     from sdd_ray.models import as_spec
 
+    check_out(out, "distill", {"--data": cfg.data.source, "--teacher": cfg.teacher.path}, own_files=OWN_FILES[1:])
+    check_data_source(cfg.data.source)
     if cfg.backend == "hf":
         from sdd_ray.models import load_tokenizer
 
         load_tokenizer(as_spec(cfg.teacher))  # a missing teacher fails here, before Ray starts
+    claim_out(out, "distill", resume_record(cfg), overwrite, clear=OWN_FILES)
     return run_pipeline(cfg, out)

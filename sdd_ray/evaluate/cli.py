@@ -55,6 +55,7 @@ def evaluate(
 ) -> None:
     """Evaluate a model on a task suite and write results.json (per-task accuracy, n, average, recovery %)."""
     from sdd_ray.config import read_yaml, validate_config
+    from sdd_ray.guards import check_out_file
     from sdd_ray.evaluate.config import EvaluateConfig
     from sdd_ray.evaluate.run import run_evaluate
     from sdd_ray.models import as_spec
@@ -71,6 +72,7 @@ def evaluate(
     if limit is not None:
         data["limit"] = limit or None
     cfg = validate_config(EvaluateConfig, data, source=str(config) if config else "command line")
+    check_out_file(out, [("--model", cfg.model.path), ("--baseline", cfg.baseline)])
     results = run_evaluate(cfg, out)
     for task, r in results["tasks"].items():
         stderr = f" ± {r['stderr']:.3f}" if r.get("stderr") is not None else ""

@@ -37,9 +37,19 @@ def check_same_task_names(a: list[str], b: list[str], names: tuple[str, str]) ->
         )
 
 
+def check_same_seed(a, b, names: tuple[str, str]) -> None:
+    """The toy eval split (and the harness's few-shot draw) follow the seed: other seeds, other examples."""
+    if a is not None and b is not None and a != b:
+        raise ResultsMismatchError(
+            f"{names[0]} was evaluated with seed {a} but {names[1]} with seed {b}: different examples; "
+            "evaluate both with the same --seed"
+        )
+
+
 def check_same_tasks(results: dict, baseline: dict, names: tuple[str, str] = ("model", "baseline")) -> None:
     """Raise `ResultsMismatchError` unless both results cover the same tasks with the same metrics."""
     check_same_task_names(list(results["tasks"]), list(baseline["tasks"]), names)
+    check_same_seed(results.get("seed"), baseline.get("seed"), names)
     for task in sorted(results["tasks"]):
         ra, rb = results["tasks"][task], baseline["tasks"][task]
         if ra["metric"] != rb["metric"]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sdd_ray.config import ModelSpec
 from sdd_ray.evaluate.config import EvaluateConfig
-from sdd_ray.evaluate.recovery import average, check_same_task_names, is_results_file, load_results, recovery_pct
+from sdd_ray.evaluate.recovery import average, check_same_seed, check_same_task_names, is_results_file, load_results, recovery_pct
 from sdd_ray.io import write_json
 
 __all__ = ["average", "evaluate_model", "run_evaluate"]
@@ -81,6 +81,7 @@ def run_evaluate(cfg: EvaluateConfig, out: str | Path | None = None) -> dict:
         baseline = load_results(cfg.baseline)
         baseline_source = cfg.baseline
         check_same_task_names(cfg.tasks, list(baseline["tasks"]), ("--tasks", cfg.baseline))
+        check_same_seed(cfg.seed, baseline.get("seed"), ("this evaluation", cfg.baseline))
     elif cfg.baseline:
         models.append(as_spec(cfg.baseline))
         baseline_source = "evaluated in this run"

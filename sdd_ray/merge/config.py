@@ -131,16 +131,24 @@ class MergeConfig(StrictModel):
     @model_validator(mode="after")
     def _base_is_a_parent(self):
         paths = [model.path for model in self.models]
-        if self.base_model is not None and self.base_model not in paths:
+        if self.base_model is not None and _path_key(self.base_model) not in map(_path_key, paths):
             raise ValueError(f"base_model {self.base_model!r} must be one of the models {paths}")
-        if paths[0] == paths[1]:
+        if _path_key(paths[0]) == _path_key(paths[1]):
             raise ValueError(f"models: the two parents are the same checkpoint {paths[0]!r}")
         return self
 
     @property
     def base_index(self) -> int:
         """Index in `models` of the t = 0 parent."""
-        return [model.path for model in self.models].index(self.base_model) if self.base_model else 0
+        keys = [_path_key(model.path) for model in self.models]
+        return keys.index(_path_key(self.base_model)) if self.base_model else 0
+
+
+def _path_key(path: str) -> str:
+    """One spelling per model: `m`, `./m/` and `/abs/m` name one local folder."""
+    import os
+
+    return str(Path(path).resolve()) if os.path.exists(path) else os.path.normpath(path)
 
 
 def load_merge_config(path: str | Path, overrides: dict | None = None) -> MergeConfig:

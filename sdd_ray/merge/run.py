@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from sdd_ray.config import ConfigError, ModelSpec
+from sdd_ray.guards import check_out
 from sdd_ray.merge.config import MergeConfig
 from sdd_ray.merge.merge import Checkpoint, merge_checkpoints
 from sdd_ray.merge.schedule import get_merge_method
@@ -87,6 +88,14 @@ def prepare_parent(spec: ModelSpec, scratch: Path) -> tuple[Path, dict]:
     return path, {"path": spec.path, "lora_adapter": False}
 
 
+def check_parent_weights(path: Path) -> None:
+    """Whole safetensors files whose layers match config.json (a LoRA adapter's folder has no config.json)."""
+    from sdd_ray.weights import check_checkpoint
+
+    if path.is_dir():
+        check_checkpoint(path)
+
+
 def _check_layer_range(cfg: MergeConfig, num_layers: int) -> None:
     if cfg.layer_range is not None and list(cfg.layer_range) != [0, num_layers]:
         raise ConfigError(
@@ -109,6 +118,9 @@ def run_merge(cfg: MergeConfig, out: str | Path) -> dict:
     from sdd_ray.io import write_json
 
     out = Path(out)
+    check_out(out, "merge", [("--models", spec.path) for spec in cfg.models], own_files=("merge.json",))
+    for spec in cfg.models:
+        check_parent_weights(Path(spec.path))
     if out.exists() and any(out.iterdir()) and not (out / "merge.json").is_file():
         raise ConfigError(f"--out {out}: exists and is not a merge output; choose another directory")
     started = time.time()

@@ -193,6 +193,18 @@ def _stage_config(cls: type[BaseModel], data: dict, source: str, prefix: str) ->
         raise ConfigError("\n".join(f"{source}: {prefix}{'' if line.startswith(':') else '.'}{line}" for line in lines)) from None
 
 
+def check_run_inputs(cfg: RunConfig, source: str) -> None:
+    """Every local input file exists and has rows, and the distillation data has its columns: before any stage."""
+    from sdd_ray.guards import check_data_columns, check_data_source
+
+    check_data_source(cfg.prune.calib, f"{source}: prune.calib")
+    if cfg.distill is not None and cfg.runs("distill"):
+        check_data_source(cfg.distill.data.source, f"{source}: distill.data.source")
+        check_data_columns(cfg.distill.data, f"{source}: distill.data.source")
+    if cfg.specdec is not None and cfg.runs("specdec"):
+        check_data_source(cfg.specdec.data, f"{source}: specdec.data")
+
+
 def check_run_config(cfg: RunConfig, source: str = "<config>", check_model: bool = True) -> None:
     """Validate every stage config with placeholder wiring, and block sizes against the model's depth.
 
@@ -206,6 +218,7 @@ def check_run_config(cfg: RunConfig, source: str = "<config>", check_model: bool
         for size in cfg.prune.block_sizes:
             if size >= num_layers:
                 raise ConfigError(f"{source}: prune.block_size: must be < num_hidden_layers ({num_layers}), got {size}")
+        check_run_inputs(cfg, source)
     prune = cfg.prune.model_dump(exclude={"block_size"})
     _stage_config(PruneConfig, {**prune, "model": placeholder, "block_size": 0}, source, "prune")
     _stage_config(EvaluateConfig, {**cfg.evaluate.model_dump(), "model": placeholder}, source, "evaluate")

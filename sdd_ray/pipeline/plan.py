@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from sdd_ray.config import ModelSpec
+from sdd_ray.guards import fingerprint
 from sdd_ray.pipeline.cache import StageCache, StageUnit
 from sdd_ray.pipeline.config import RunConfig
 
@@ -76,6 +77,7 @@ def _model_key(spec: ModelSpec) -> dict:
     from sdd_ray.models import TOY_TEACHER
 
     data = spec.model_dump(mode="json")
+    data["fingerprint"] = fingerprint(spec.path)  # weights replaced at the same path make a new key
     if Path(spec.path).resolve() == TOY_TEACHER.resolve():
         data["path"] = "toy-teacher"
     return data
@@ -121,7 +123,8 @@ def build_plan(cfg: RunConfig, out: Path) -> Plan:
         evaluation("baseline", None, None)
 
     if cfg.runs("distill"):
-        unit = StageUnit("distill", "distill", _settings(cfg.distill, teacher=model_key))
+        unit = StageUnit("distill", "distill", _settings(cfg.distill, teacher=model_key,
+                                                         data_fingerprint=fingerprint(cfg.distill.data.source)))
         distill_block = cfg.distill.model_dump()
         distill_block["data"]["source"] = _local(distill_block["data"]["source"])
         config = DistillConfig(**{**distill_block, "teacher": base.model_dump()})
@@ -131,7 +134,8 @@ def build_plan(cfg: RunConfig, out: Path) -> Plan:
     prune_block = cfg.prune.model_dump(exclude={"block_size"})
     prune_block["calib"] = _local(prune_block["calib"])
     for size in cfg.prune.block_sizes:
-        unit = StageUnit("prune", f"prune[bs={size}]", _settings(cfg.prune, {"block_size"}, block_size=size, model=model_key))
+        unit = StageUnit("prune", f"prune[bs={size}]", _settings(cfg.prune, {"block_size"}, block_size=size, model=model_key,
+                                                                        calib_fingerprint=fingerprint(cfg.prune.calib)))
         config = PruneConfig(**{**prune_block, "model": base.model_dump(), "block_size": size})
         prune = plan.prune[size] = plan.add(Job(unit, config, f"{config.metric} distances on {config.num_samples} texts, remove {size} layers"))
         if cfg.runs("evaluate"):
@@ -172,7 +176,8 @@ def build_plan(cfg: RunConfig, out: Path) -> Plan:
                 evaluation("merged", size, drafts["merged"])
         if cfg.runs("specdec"):
             chosen = {name: drafts[name] for name in cfg.specdec.drafts}
-            unit = StageUnit("specdec", f"specdec[bs={size}]", _settings(cfg.specdec, {"drafts"}, target=model_key),
+            unit = StageUnit("specdec", f"specdec[bs={size}]", _settings(cfg.specdec, {"drafts"}, target=model_key,
+                                                                       data_fingerprint=fingerprint(cfg.specdec.data)),
                              {f"draft_{name}": job.unit for name, job in chosen.items()})
             config = SpecDecConfig(**{
                 **cfg.specdec.model_dump(exclude={"drafts"}), "data": _local(cfg.specdec.data), "target": base.model_dump(),

@@ -72,6 +72,22 @@ def connect(cfg: RunConfig, address: str | None = None) -> str:
     return f"local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
 
 
+def check_run_resources(cfg: RunConfig) -> None:
+    """Workers x resources of every stage against the cluster's total: a unit that can never start fails now."""
+    from sdd_ray.guards import check_cluster_resources
+
+    for stage, resources in cfg.ray.resources.items():
+        if stage == "baseline" or cfg.runs(stage):
+            check_cluster_resources(f"ray.resources.{stage}", 1, resources.num_cpus, resources.num_gpus,
+                                    f"ray.resources.{stage}")
+    if cfg.finetune is not None and cfg.runs("finetune"):
+        check_cluster_resources("finetune", cfg.finetune.num_workers, cfg.finetune.cpus_per_worker,
+                                1.0 if cfg.finetune.use_gpu else 0.0, "finetune.num_workers or finetune.cpus_per_worker")
+    if cfg.distill is not None and cfg.runs("distill") and cfg.distill.backend == "hf":
+        check_cluster_resources("distill", cfg.distill.num_workers, cfg.distill.cpus_per_worker,
+                                cfg.distill.gpus_per_worker, "distill.num_workers or distill.cpus_per_worker")
+
+
 def _remote_options(cfg: RunConfig, job: Job) -> dict:
     """Ray task options of a unit: its stage's `ray.resources` (`baseline` for the baseline evaluation)."""
     stage = "baseline" if job.label == "evaluate[baseline]" else job.unit.stage
@@ -142,6 +158,7 @@ def run_pipeline(cfg: RunConfig, address: str | None = None, out: str | Path | N
     plan = build_plan(cfg, out)
     progress.line("pipeline", f"{len(plan.jobs)} units, stages {', '.join(cfg.stages)}, out {out}")
     progress.line("ray", connect(cfg, address))
+    check_run_resources(cfg)
     markers = execute(plan, cfg, progress)
     summary = write_report(cfg, plan, markers, out, wall_s=progress.elapsed())
     progress.line("report", f"wrote {out / 'report.md'} and {out / 'summary.json'}")

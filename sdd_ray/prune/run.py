@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from sdd_ray.config import ConfigError
+from sdd_ray.guards import check_out
 from sdd_ray.prune.config import PruneConfig, check_block_size
 
 PRUNING_JSON = "pruning.json"
@@ -105,6 +106,7 @@ def run_prune(cfg: PruneConfig, out: str | Path) -> dict:
     except ValueError as error:
         raise ConfigError(f"prune.block_size: {error}") from None
     _check_architecture(config, cfg.model.trust_remote_code)
+    check_out(out, "prune", {"--model": cfg.model.path, "--calib": cfg.calib}, own_files=(PRUNING_JSON,))
     tmp = _prepare_out(out)
 
     started = time.perf_counter()

@@ -46,7 +46,7 @@ def serve(
     from ray import serve as ray_serve
 
     from sdd_ray.config import validate_config
-    from sdd_ray.models import as_spec
+    from sdd_ray.models import as_spec, check_model_exists
     from sdd_ray.serve.config import ServeConfig
 
     cfg = validate_config(
@@ -56,6 +56,8 @@ def serve(
          "replicas": replicas, "max_tokens_limit": max_tokens_limit},
         source="command line",
     )
+    check_model_exists(cfg.target)  # a bad path fails here in one line, not after Ray and Serve start
+    check_model_exists(cfg.draft)
     if cfg.engine == "vllm":
         from sdd_ray.serve.vllm_app import build_vllm_app
 

@@ -13,7 +13,8 @@ import time
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError,
+                      field_validator)
 
 
 class RequestError(Exception):
@@ -31,13 +32,14 @@ class RequestError(Exception):
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str
-    max_tokens: int | None = None
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
-    stream: bool = False
-    n: int = Field(1, ge=1, le=1, description="one choice per request")
+    # Strict types: `true` or "10" for a number is a client error, not a value to coerce.
+    model: StrictStr
+    max_tokens: StrictInt | None = None
+    temperature: StrictFloat = Field(1.0, ge=0.0, le=2.0)
+    top_p: StrictFloat = Field(1.0, gt=0.0, le=1.0)
+    seed: StrictInt | None = Field(None, ge=0, lt=2**64, description="torch seeds are unsigned 64-bit")
+    stream: StrictBool = False
+    n: StrictInt = Field(1, ge=1, le=1, description="one choice per request")
     stop: str | list[str] | None = None
 
     @field_validator("stop")
@@ -72,7 +74,7 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = None
+    max_completion_tokens: StrictInt | None = None
 
     @field_validator("messages")
     @classmethod

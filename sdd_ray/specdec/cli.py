@@ -38,6 +38,7 @@ def specdec(
 ) -> None:
     """Speculative decoding vs target-only decoding on the same prompts; writes specdec.json."""
     from sdd_ray.config import validate_config
+    from sdd_ray.guards import check_data_source, check_out_file
     from sdd_ray.models import as_spec
     from sdd_ray.specdec.config import SpecDecConfig
     from sdd_ray.specdec.run import run_specdec
@@ -50,6 +51,9 @@ def specdec(
          "temperature": temperature, "top_p": top_p, "seed": seed},
         source="command line",
     )
+    check_data_source(cfg.data)
+    check_out_file(out, [("--data", cfg.data), ("--target", cfg.target.path),
+                         *(("--draft", spec.path) for spec in cfg.drafts.values())])
     result = run_specdec(cfg, out)
     t = result["target_only"]
     console.print(f"target-only: {t['tokens_per_s']:.1f} tok/s over {result['prompts']} prompts (k={result['k']})")

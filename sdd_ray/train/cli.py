@@ -36,6 +36,7 @@ def finetune(
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps (0: at the end only).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the adapter init and the data order.")] = None,
     save_adapter: Annotated[bool, typer.Option("--save-adapter", help="Also write the LoRA adapter alone to OUT/adapter.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in --out when it holds a run with another model, data or settings.")] = False,
 ) -> None:
     """Fine-tune a (pruned) model on Ray Train; rerunning the same command resumes from its last checkpoint."""
     from sdd_ray.config import ConfigError, read_yaml, validate_config
@@ -63,7 +64,7 @@ def finetune(
         if required not in settings:
             raise ConfigError(f"command line: --{required} is required (or give it in --config)")
     cfg = validate_config(FinetuneConfig, settings, source=str(config) if config else "command line")
-    metrics = run_finetune(cfg, out)
+    metrics = run_finetune(cfg, out, overwrite)
     data_counts = metrics["data"]
     console.print(f"steps {metrics['total_steps']}  loss {metrics['initial_loss']:.4f} -> {metrics['final_loss']:.4f}  "
                   f"{metrics['tokens_per_s']:,.0f} tok/s  wall {metrics['wall_seconds']:.0f}s")

@@ -72,11 +72,13 @@ def collect_metrics(cfg: FinetuneConfig, checkpoint_dir: Path, wall_seconds: flo
     }
 
 
-def run_finetune(cfg: FinetuneConfig, out: str | Path) -> dict:
+def run_finetune(cfg: FinetuneConfig, out: str | Path, overwrite: bool = False) -> dict:
     """Fine-tune `cfg.model` on `cfg.data` into `out`; returns the `train_metrics.json` content."""
+    from sdd_ray.train.guard import claim_finetune_out
     from sdd_ray.train.trainer import fit
 
     out = Path(out)
+    claim_finetune_out(cfg, out, overwrite)  # never over an input or a foreign folder; resume only the same run
     out.mkdir(parents=True, exist_ok=True)
     storage = Path(cfg.storage_path) if cfg.storage_path else out / "checkpoints"
     started = time.perf_counter()

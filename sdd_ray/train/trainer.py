@@ -129,11 +129,15 @@ def fit(cfg: FinetuneConfig, storage_path: str | Path):
     import ray.data
 
     from sdd_ray.models import load_tokenizer
+    from sdd_ray.train.guard import check_usable_rows, check_workers
 
-    load_tokenizer(cfg.model)  # a missing model fails here, before any worker starts
+    tokenizer = load_tokenizer(cfg.model)  # a missing model fails here, before any worker starts
     check_resumable(cfg, Path(storage_path).resolve() / cfg.run_name)
     if not ray.is_initialized():
         ray.init(configure_logging=False)
+    check_workers(cfg)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the workers' reads would draw bars
-    trainer = build_trainer(cfg, storage_path, load_checked_dataset(cfg))
+    dataset = load_checked_dataset(cfg)
+    check_usable_rows(cfg, dataset, tokenizer)
+    trainer = build_trainer(cfg, storage_path, dataset)
     return trainer.fit()

@@ -1,0 +1,236 @@
+"""Guards on inputs and outputs: nothing lost, nothing silently wrong.
+
+Three ideas, shared by every stage and by the pipeline's cache:
+
+- a *fingerprint* of a file or folder (size + a sha256 of the content for small files, size +
+  modification time for large ones), so that "the same input" means the same content, not the same
+  path: the pipeline's cache keys and a stage folder's resume record both use it;
+- an *output claim*: a stage writes only into a new folder, an empty one, or one it wrote before
+  (its marker file `.sdd-ray-stage.json`, or the stage's own result file), never into one of its
+  inputs; a resume checks that the recorded settings and input fingerprints are the ones given now;
+- a *resource check*: workers x resources per worker against what the Ray cluster has in all, so a
+  job that can never be scheduled fails with the numbers instead of waiting forever.
+
+Every refusal is an `InputError` (a `ConfigError`): the CLI prints it as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from sdd_ray.config import ConfigError
+
+SMALL_FILE = 64 * 2**20
+"""Files up to this size are fingerprinted by content (sha256); larger ones by size + mtime."""
+STAGE_MARKER = ".sdd-ray-stage.json"
+"""Written into a stage's output folder when the stage claims it: its stage name and settings."""
+
+
+class InputError(ConfigError):
+    """An input that cannot be used or an output that would destroy something; one line."""
+
+
+def _file_fingerprint(path: Path) -> str:
+    stat = path.stat()
+    if stat.st_size <= SMALL_FILE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return f"{stat.st_size}:{digest.hexdigest()[:16]}"
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def fingerprint(path: str | Path) -> str | None:
+    """A short digest of a file's or folder's content; None when `path` is not a local file or folder.
+
+    A folder's digest covers every file under it (names and fingerprints) except hidden ones (temporary
+    files, stage markers), so replacing weights at the same path changes it, and so does adding a file.
+    """
+    path = Path(path)
+    if path.is_file():
+        return _file_fingerprint(path)
+    if not path.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for item in sorted(path.rglob("*")):
+        relative = item.relative_to(path)
+        if item.is_file() and not any(part.startswith(".") for part in relative.parts):
+            digest.update(f"{relative.as_posix()}={_file_fingerprint(item)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def same_path(a: str | Path, b: str | Path) -> bool:
+    """Whether two local paths name the same file or folder (`m`, `./m/` and `/abs/m` are one)."""
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def _overlaps(out: Path, source: Path) -> bool:
+    out, source = out.expanduser().resolve(), source.expanduser().resolve()
+    return out == source or source in out.parents or out in source.parents
+
+
+def check_out(out: str | Path, stage: str, inputs: dict | list[tuple[str, str | Path | None]], own_files: tuple[str, ...] = (),
+              flag: str = "--out") -> Path:
+    """Refuse an output that is a file, overlaps an input, or is a non-empty folder another program wrote.
+
+    `inputs` maps a flag (`--model`) to its local path (hub ids and `toy:` sources are skipped; a list of
+    pairs where a flag repeats);
+    `own_files` are files whose presence shows the folder is an earlier output of this stage.
+    """
+    out = Path(out)
+    for name, source in (inputs.items() if isinstance(inputs, dict) else inputs):
+        if source is None or not Path(source).exists():
+            continue
+        if _overlaps(out, Path(source)):
+            raise InputError(f"{flag} {out}: is (or overlaps) the input {name} {source}; writing there would "
+                             f"replace it; give {flag} a new folder")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{flag} {out}: is a file; give {flag} a folder (new or empty)")
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in (STAGE_MARKER, *own_files)):
+        raise InputError(f"{flag} {out}: a non-empty folder that `sdd-ray {stage}` did not write; "
+                         f"give {flag} a new or empty folder")
+    marker = out / STAGE_MARKER
+    if marker.is_file():
+        written_by = json.loads(marker.read_text()).get("stage")
+        if written_by != stage:
+            raise InputError(f"{flag} {out}: holds the output of `sdd-ray {written_by}`, not `{stage}`; "
+                             f"give {flag} a new folder")
+    return out
+
+
+def claim_out(out: str | Path, stage: str, record: dict, overwrite: bool = False,
+              clear: tuple[str, ...] = ()) -> None:
+    """Record `record` (settings and input fingerprints) in `out`, or check it against an earlier record.
+
+    A resume with a different record stops, naming what differs; with `overwrite` the earlier output
+    (`clear`: the names this stage writes) is removed first and the stage starts over.
+    """
+    from sdd_ray.io import write_json
+
+    out = Path(out)
+    marker = out / STAGE_MARKER
+    if marker.is_file():
+        before = json.loads(marker.read_text()).get("record", {})
+        changed = sorted(key for key in set(before) | set(record) if before.get(key) != record.get(key))
+        if changed and not overwrite:
+            details = "; ".join(f"{key}: {_short(before.get(key))} -> {_short(record.get(key))}" for key in changed[:3])
+            raise InputError(f"{out}: holds a {stage} run with other inputs or settings ({details}); "
+                             "give --out a new folder, or pass --overwrite to start over")
+        if changed:
+            for name in clear:
+                target = out / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+    elif overwrite:
+        for name in clear:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    write_json({"stage": stage, "record": record}, marker)
+
+
+def _short(value) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def model_record(spec) -> dict:
+    """A model as a resume record sees it: a local one by content (`m` and `./m/` are one), a hub one by name."""
+    found = fingerprint(spec.path)
+    return {"fingerprint": found} if found is not None else {"path": str(spec.path), "revision": spec.revision}
+
+
+def source_record(source: str) -> dict:
+    """A data source as a resume record sees it: a local file or folder by content, anything else by name."""
+    found = fingerprint(source)
+    return {"fingerprint": found} if found is not None else {"source": source}
+
+
+def check_cluster_resources(what: str, workers: int, cpus_per_worker: float = 0.0, gpus_per_worker: float = 0.0,
+                            flags: str = "--num-workers or --cpus-per-worker") -> None:
+    """Refuse `workers` x resources that exceed the connected Ray cluster's total (they would wait forever)."""
+    import ray
+
+    total = ray.cluster_resources()
+    for resource, per_worker in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)):
+        need = workers * per_worker
+        have = float(total.get(resource, 0.0))
+        if per_worker and need > have + 1e-9:
+            raise InputError(f"{what}: {workers} workers x {per_worker:g} {resource} = {need:g} {resource}, but the "
+                             f"Ray cluster has {have:g} {resource} in all; lower {flags}")
+
+
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def _rows_in(path: Path) -> bool:
+    """Whether a local data file holds at least one row (a non-blank line, a Parquet row)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows > 0
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            raise InputError(f"{path}: not a readable Parquet file ({error.__class__.__name__})") from None
+    with open(path, "rb") as handle:
+        return any(line.strip() for line in handle)
+
+
+def check_data_source(source: str, flag: str = "--data") -> None:
+    """A local data source exists and holds rows; `toy:`, `hf:` and hub data set names are left to their loaders."""
+    if source.startswith(("toy:", "hf:")):
+        return
+    path = Path(source).expanduser()
+    local = path.suffix in DATA_SUFFIXES or path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
+    if not local:
+        return  # a Hugging Face data set name
+    if not path.exists():
+        raise InputError(f"{flag} {source}: no such file or folder")
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(p for folder in (path, path / "data") if folder.is_dir()
+                       for p in folder.iterdir() if p.suffix in DATA_SUFFIXES and p.is_file())
+        if not files:
+            raise InputError(f"{flag} {source}: no {', '.join(DATA_SUFFIXES)} files in this folder")
+    if not any(_rows_in(file) for file in files):
+        raise InputError(f"{flag} {source}: no rows (the data is empty)")
+
+
+def check_data_columns(spec, flag: str = "--data", sample: int = 100) -> None:
+    """Refuse a local data set none of whose first `sample` rows is usable (a wrong column mapping, most often)."""
+    from sdd_ray.data import column_map, default_kind, default_task, iter_records, parse_record, source_type
+
+    if source_type(spec.source) not in ("jsonl", "parquet"):
+        return
+    columns, task, kind = column_map(spec), default_task(spec), default_kind(spec)
+    reasons = []
+    for record in iter_records(spec):
+        row = parse_record(record, columns, task, kind)
+        if not row["reject_reason"]:
+            return
+        reasons.append(row["reject_reason"])
+        if len(reasons) >= sample:
+            break
+    if reasons:
+        raise InputError(f"{flag} {spec.source}: none of the first {len(reasons)} rows is usable (first: {reasons[0]}); "
+                         "check the data's columns against the column mapping (`columns`)")
+
+
+def check_out_file(out: str | Path, inputs: dict | list = (), flag: str = "--out") -> Path:
+    """An output that is one file (results.json, specdec.json): not a folder, not one of the inputs."""
+    out = Path(out)
+    if out.is_dir():
+        raise InputError(f"{flag} {out}: is a folder; give {flag} a file name (e.g. {out / 'results.json'})")
+    for name, source in (inputs.items() if isinstance(inputs, dict) else inputs):
+        if source is not None and Path(source).exists() and _overlaps(out, Path(source)):
+            raise InputError(f"{flag} {out}: is (or is inside) the input {name} {source}; give {flag} another file")
+    return out

@@ -1,0 +1,59 @@
+"""Checks of the fine-tuning stage before any worker starts: its output folder, its rows, its resources."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sdd_ray.guards import InputError, check_cluster_resources, check_out, claim_out, model_record, source_record
+from sdd_ray.train.config import FinetuneConfig
+
+OWN_FILES = ("train_metrics.json", "checkpoints")
+"""Files that show a folder is an earlier `sdd-ray finetune` output (written before the stage marker existed)."""
+
+
+def resume_record(cfg: FinetuneConfig) -> dict:
+    """What the run's weights depend on: the model's and the data's content, and the settings."""
+    from sdd_ray.train.trainer import RESUMABLE_CHANGES
+
+    record = cfg.model_dump(mode="json", exclude=RESUMABLE_CHANGES | {"model", "data"})
+    record["model"] = model_record(cfg.model)
+    record["data"] = source_record(cfg.data)
+    return record
+
+
+def claim_finetune_out(cfg: FinetuneConfig, out: Path, overwrite: bool) -> None:
+    """Refuse an `out` that is an input or a foreign folder, and a resume with other inputs (unless `overwrite`)."""
+    from sdd_ray.guards import check_data_source
+
+    from sdd_ray.models import check_model_exists
+
+    check_out(out, "finetune", {"--model": cfg.model.path, "--data": cfg.data}, own_files=OWN_FILES)
+    check_model_exists(cfg.model)  # before the folder is claimed: a bad model leaves nothing behind
+    check_data_source(cfg.data)
+    if overwrite and cfg.storage_path:
+        shutil.rmtree(Path(cfg.storage_path) / cfg.run_name, ignore_errors=True)
+    clear = tuple(item.name for item in out.iterdir() if not item.name.startswith(".")) if out.is_dir() else ()
+    claim_out(out, "finetune", resume_record(cfg), overwrite, clear=clear)
+
+
+def check_workers(cfg: FinetuneConfig) -> None:
+    """Ray Train waits forever for workers the cluster cannot hold: fail with the numbers instead."""
+    check_cluster_resources("finetune", cfg.num_workers, cfg.cpus_per_worker, 1.0 if cfg.use_gpu else 0.0,
+                            "--num-workers or --cpus-per-worker")
+
+
+def check_usable_rows(cfg: FinetuneConfig, dataset, tokenizer) -> None:
+    """At least one row survives tokenization (else every worker would fail with nothing to train on)."""
+    from sdd_ray.train.data import tokenize_rows
+
+    reasons: dict[str, int] = {}
+    for batch in dataset.iter_batches(batch_size=256, batch_format="pyarrow"):
+        examples, stats = tokenize_rows(batch.to_pylist(), tokenizer, cfg.response_column, cfg.max_length,
+                                        cfg.overlong)
+        if examples:
+            return
+        for reason, count in stats.reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    summary = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items())) or "none read"
+    raise InputError(f"--data {cfg.data}: no usable rows to train on (rows dropped: {summary})")
