@@ -85,7 +85,7 @@ def _model_key(spec: ModelSpec) -> dict:
 
 def _spec(path: Path, base: ModelSpec) -> dict:
     """A ModelSpec dict for a stage output, loaded the way the baseline is (dtype, device)."""
-    return {**base.model_dump(), "path": str(path), "revision": None}
+    return {**base.model_dump(), "path": str(path), "revision": None, "gguf": None}
 
 
 def _local(path: str) -> str:
