@@ -355,3 +355,26 @@ def test_block_size_sweep_report(ray_local, tiny_llama, tmp_path):
     assert summary["arms"]["no_ft"]["recovery_pct"] == sweep[1]["recovery_pct"]["no_ft"]
     report = (tmp_path / "sweep" / "report.md").read_text()
     assert "## Block-size sweep" in report and (tmp_path / "sweep" / "sweep.png").is_file()
+
+
+def test_stage_outputs_of_a_gguf_model_are_plain_checkpoints(tmp_path, monkeypatch):
+    """A run on `x.gguf` converts the base once; pruned, tuned and merged models are never 'converted'."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    from sdd_ray.config import ModelSpec
+
+    monkeypatch.setenv("SDD_RAY_CACHE", str(tmp_path / "cache"))
+    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file(), writer.close()
+    cfg = RunConfig.model_validate(short_config(tmp_path / "m.gguf", tmp_path / "out"))
+    check_run_config(cfg, check_model=False)
+    specs = [value for job in build_plan(cfg, tmp_path / "out").jobs for value in job.config.__dict__.values()
+             if isinstance(value, ModelSpec)]
+    specs += [spec for job in build_plan(cfg, tmp_path / "out").jobs
+              for spec in getattr(job.config, "drafts", {}).values()]
+    base = [spec for spec in specs if spec.gguf]
+    outputs = [spec for spec in specs if spec.path.startswith(str(tmp_path / "out"))]
+    assert base and all(spec.path == cfg.model.path for spec in base)
+    assert outputs and all(spec.gguf is None for spec in outputs)
