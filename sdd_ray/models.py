@@ -97,7 +97,8 @@ def load_model(model: str | Path | ModelSpec, eval_mode: bool = True):
         trust_remote_code=spec.trust_remote_code,
         use_safetensors=True,
     )
-    loaded.to(resolve_device(spec))
+    if resolve_device(spec).type != "cpu":  # loaded on the CPU; a ZeRO-3 model is placed by DeepSpeed instead
+        loaded.to(resolve_device(spec))
     return loaded.eval() if eval_mode else loaded
 
 
