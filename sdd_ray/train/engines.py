@@ -181,8 +181,7 @@ def export_state_dict(module, gather=None) -> dict | None:
     state: dict = {}
     by_id: dict[int, torch.Tensor] = {}
     for prefix, submodule in module.named_modules():
-        own = [(name, p) for name, p in submodule.named_parameters(recurse=False)]
-        own += [(name, b) for name, b in submodule.named_buffers(recurse=False)]
+        own = [*submodule.named_parameters(recurse=False), *submodule.named_buffers(recurse=False)]
         with gather([p for _, p in own if isinstance(p, torch.nn.Parameter)]) if gather else nullcontext():
             if not rank0:
                 continue
