@@ -59,22 +59,6 @@ def generate_texts(
     return results
 
 
-def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log_softmax(logits)[..., targets] without a (positions, vocab) log-probability tensor.
-
-    log p(t) = logit_t - logsumexp(logits): one float32 copy of the rows' logits at most, where
-    log_softmax would add a second full (positions, vocab) tensor.
-    """
-    logits = logits.float()  # (positions, vocab)
-    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (positions,)
-
-
-def _accepts_logits_to_keep(model) -> bool:
-    import inspect
-
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
 @torch.no_grad()
 def continuation_logprobs(
     model, tokenizer, contexts: list[str], continuations: list[str], batch_size: int = 64
@@ -114,3 +98,19 @@ def continuation_logprobs(
             targets = torch.tensor(ids[-n_cont:], device=logits.device)
             scores.append(target_logprobs(logits[i, start : start + n_cont], targets).sum().item())
     return scores
+
+
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[..., targets] without a (positions, vocab) log-probability tensor.
+
+    log p(t) = logit_t - logsumexp(logits): one float32 copy of the rows' logits at most, where
+    log_softmax would add a second full (positions, vocab) tensor.
+    """
+    logits = logits.float()  # (positions, vocab)
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (positions,)
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
