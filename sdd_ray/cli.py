@@ -48,9 +48,10 @@ app.command()(convert)
 
 
 def main() -> None:
-    """Entry point: configuration and input errors become one clear message and exit code 2."""
+    """Entry point: configuration and input errors become one clear message and exit code 2, a failed teacher exit code 1."""
     from sdd_ray.config import ConfigError
     from sdd_ray.convert import ConversionError
+    from sdd_ray.distill.failures import TeacherFailureError
     from sdd_ray.models import ModelNotFoundError
 
     try:
@@ -58,6 +59,9 @@ def main() -> None:
     except (ConfigError, ConversionError, ModelNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except TeacherFailureError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

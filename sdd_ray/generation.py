@@ -71,13 +71,20 @@ def generate_texts(
 def continuation_logprobs(
     model, tokenizer, contexts: list[str], continuations: list[str], batch_size: int = 64
 ) -> list[float]:
-    """Sum of log p(continuation | context) for each pair, as lm-eval's `loglikelihood`."""
+    """Sum of log p(continuation | context) for each pair, as lm-eval's `loglikelihood`.
+
+    Only the positions that predict continuation tokens are scored: the model is asked for the
+    logits of the batch's last `keep` positions (`logits_to_keep`, where the model takes it) and
+    each row's continuation slice is normalised on its own, so no (batch, seq, vocab)
+    log-probability tensor is built.
+    """
     device = next(model.parameters()).device
     pairs = []
     for context, continuation in zip(contexts, continuations):
         ctx = encode_prompt(tokenizer, context)
         cont = tokenizer(continuation, add_special_tokens=False).input_ids
         pairs.append((ctx + cont, len(cont)))
+    trim = _accepts_logits_to_keep(model)
     scores: list[float] = []
     for chunk in _batches(pairs, batch_size):
         width = max(len(ids) for ids, _ in chunk)
@@ -86,10 +93,32 @@ def continuation_logprobs(
         for i, (ids, _) in enumerate(chunk):
             input_ids[i, : len(ids)] = torch.tensor(ids)
             mask[i, : len(ids)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)  # (batch, seq, vocab)
+        # The first position whose logits predict a continuation token, over the batch.
+        first = min((len(ids) - n_cont - 1 for ids, n_cont in chunk if n_cont), default=width - 1)
+        extra = {"logits_to_keep": width - first} if trim else {}
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), **extra).logits
+        offset = width - logits.shape[1]  # (batch, width - offset, vocab): column j is position offset + j
         for i, (ids, n_cont) in enumerate(chunk):
-            positions = torch.arange(len(ids) - n_cont, len(ids))
-            targets = torch.tensor(ids[-n_cont:])
-            scores.append(logprobs[i, positions - 1, targets].sum().item())
+            if n_cont == 0:
+                scores.append(0.0)
+                continue
+            start = len(ids) - n_cont - 1 - offset
+            targets = torch.tensor(ids[-n_cont:], device=logits.device)
+            scores.append(target_logprobs(logits[i, start : start + n_cont], targets).sum().item())
     return scores
+
+
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[..., targets] without a (positions, vocab) log-probability tensor.
+
+    log p(t) = logit_t - logsumexp(logits): one float32 copy of the rows' logits at most, where
+    log_softmax would add a second full (positions, vocab) tensor.
+    """
+    logits = logits.float()  # (positions, vocab)
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (positions,)
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters

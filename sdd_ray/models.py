@@ -108,7 +108,8 @@ def load_model(model: str | Path | ModelSpec, eval_mode: bool = True):
         output_loading_info=True,
     )
     check_loading_info(spec.path, info)  # never run on randomly initialised or dropped weights
-    loaded.to(resolve_device(spec))
+    if resolve_device(spec).type != "cpu":  # loaded on the CPU; a ZeRO-3 model is placed by DeepSpeed instead
+        loaded.to(resolve_device(spec))
     return loaded.eval() if eval_mode else loaded
 
 

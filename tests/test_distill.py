@@ -71,10 +71,10 @@ def test_prepare_route_and_select_rows():
                                  schema=PROCESSED)
     selected = select_batch(table).to_pylist()
     assert rows[0]["response"].endswith("#### 44")
-    assert [(r["source"], r["selection_reason"]) for r in selected] == [
-        ("teacher", ""), ("original", "generation error: RuntimeError: x"), ("original", "truncated")]
+    assert [(r["source"], r["selection_reason"], r["reject_reason"]) for r in selected] == [
+        ("teacher", "", ""), ("", "", "teacher_failed"), ("original", "truncated", "")]
     assert selected[0]["selected_response"] == "So 44.\n#### 44"
-    assert selected[1]["selected_response"] == rows[2]["response"]
+    assert selected[1]["selected_response"] == ""  # a failed row is quarantined, never passed off as kept
 
 
 def test_hf_rewriter_rejects_long_prompts_and_isolates_errors(tiny_llama, monkeypatch):
@@ -138,6 +138,79 @@ def test_vllm_processor_config(tmp_path):
     rows = generated_columns(outputs, 50).to_pylist()
     assert [(r["teacher_response"], r["truncated"], r["prompt_tokens"], r["generation_error"]) for r in rows] == [
         ("So 4.", False, 9, ""), ("xxxxx", True, 9, ""), ("", False, 0, "bad")]
+
+
+def test_vllm_error_rows_become_teacher_failures_or_too_long_prompts():
+    """ray.data.llm's error rows (`__inference_error__` set, no `generated_text`: they skip detokenize)."""
+    from sdd_ray.distill.vllm_backend import generated_columns
+
+    base = {name: "" for name in PREPARED.names} | {"skip": False, "kind": "general", "response": "r"}
+    outputs = pa.Table.from_pylist([
+        base | {"id": "ok", "generated_text": "fine", "num_input_tokens": 4, "num_generated_tokens": 1,
+                "__inference_error__": ""},
+        base | {"id": "dead", "num_input_tokens": 0, "__inference_error__": "RuntimeError: engine step failed"},
+        base | {"id": "long", "num_input_tokens": 0, "__inference_error__":
+                "ValueError: The decoder prompt (length 9000) is longer than the maximum model length of 4096."},
+    ])
+    generated = generated_columns(outputs, 50)
+    selected = select_batch(pa.Table.from_pylist(
+        [r | {"selected_response": "", "source": "", "selection_reason": ""} for r in generated.to_pylist()],
+        schema=PROCESSED)).to_pylist()
+    assert [(r["id"], r["reject_reason"][:24], r["source"]) for r in selected] == [
+        ("ok", "", "teacher"), ("dead", "teacher_failed", ""), ("long", "prompt too long: ValueEr", "")]
+    assert selected[1]["generation_error"] == "RuntimeError: engine step failed" and not selected[2]["generation_error"]
+
+
+def _distill_in_process(teacher, out, failing_ids: set[str], **overrides) -> dict:
+    """The pipeline's row path without Ray Data: prepare -> HFRewriter (failing on `failing_ids`) -> select -> shards."""
+    from sdd_ray.distill.generator import HFRewriter
+    from sdd_ray.distill.pipeline import finish
+
+    cfg = make_cfg(teacher, max_new_tokens=3, batch_size=4, progress=False, **overrides)
+    records = [json.dumps(r) for r in toy_records("toy:all", limit=10)]
+    prepared = prepare_batch(pa.table({"text": records}), True, PRESETS["toy"], "default", "", "auto",
+                             load_templates(cfg.templates), frozenset())
+    rewriter = HFRewriter({"path": str(teacher)}, max_new_tokens=3, batch_size=4)
+    ids_of = {row["prompt"]: row["id"] for row in prepared.to_pylist()}
+    real_generate = rewriter.generate
+
+    def failing(prompts):
+        if any(ids_of.get(p) in failing_ids for p in prompts):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real_generate(prompts)
+
+    rewriter.generate = failing
+    writer = ShardWriter(out, shard_rows=4)
+    for row in select_batch(rewriter(to_generate(prepared))).to_pylist():
+        writer.add(row)
+        if writer.full:
+            writer.flush()
+    writer.flush()
+    return finish(cfg, writer, wall=1.0, first_output=None, complete=True)
+
+
+def test_teacher_failures_are_counted_quarantined_and_bounded(tiny_llama, tmp_path):
+    from sdd_ray.distill.failures import TeacherFailureError
+
+    ids = [r["id"] for r in toy_records("toy:all", limit=10)]
+    stats = _distill_in_process(tiny_llama, tmp_path / "ok", {ids[2]}, max_teacher_failure_rate=0.1)
+    assert stats["teacher_failed"] == 1 and stats["error"] is None
+    assert stats["teacher_failures"] == {
+        "rows_to_teacher": 10, "rate": 0.1, "max_rate": 0.1, "reasons": {"RuntimeError": 1},
+        "examples": [{"id": ids[2], "error": "RuntimeError: CUDA error: an illegal memory access was encountered"}]}
+    assert (stats["rows_in"], stats["rows_out"], stats["rows_rejected"]) == (10, 9, 1)  # in = out + rejected
+    assert stats["teacher_selected"] + stats["original_selected"] == 9  # the failed row is not "original kept"
+    rejected = [json.loads(line) for line in (tmp_path / "ok" / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["reason"]) for r in rejected] == [(ids[2], "teacher_failed")]
+    assert ids[2] not in pq.read_table(tmp_path / "ok" / "data").column("id").to_pylist()
+
+    with pytest.raises(TeacherFailureError) as failure:  # 2 of 10 > the default 2%
+        _distill_in_process(tiny_llama, tmp_path / "bad", {ids[0], ids[5]})
+    message = str(failure.value)
+    assert "\n" not in message and message.startswith("distill: the teacher failed on 2 of 10 rows (20.0% > "
+                                                      "max_teacher_failure_rate 2.0%; RuntimeError x2)")
+    stats = json.loads((tmp_path / "bad" / "stats.json").read_text())  # written before failing
+    assert stats["teacher_failed"] == 2 and stats["error"] == message
 
 
 def test_shard_writer_recovers_from_a_kill_between_renames(tmp_path):

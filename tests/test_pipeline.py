@@ -99,7 +99,7 @@ def test_block_size_checked_against_the_model(tmp_path, tiny_llama):
 
 @pytest.mark.parametrize("changes, message", [
     ({"finetune": {"lr": 0}}, "finetune.lr: Input should be greater than 0"),
-    ({"finetune": {"precision": "bf16"}}, "finetune: precision bf16 needs use_gpu (the CPU path trains in fp32)"),
+    ({"finetune": {"offload_params": True}}, "finetune: offload_params needs strategy deepspeed with zero_stage 3"),
     ({"prune": {"block_size": [2, 2]}}, "prune.block_size: block sizes repeat: [2, 2]"),
     ({"distill": {"bogus": 1}}, "distill.bogus: unknown field"),
     ({"merge": {"arms": ["sdd", "sft"]}, "finetune": {"arms": ["sdd"]}, "specdec": {"drafts": ["no_ft", "sdd"]}},

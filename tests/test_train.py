@@ -83,6 +83,11 @@ def test_config_rejects_impossible_combinations(tiny_llama):
         validate_config(FinetuneConfig, {**base, "zero_stage": 1})
     with pytest.raises(ConfigError, match="response_column"):
         validate_config(FinetuneConfig, {**base, "response_column": "answer"})
+    with pytest.raises(ConfigError, match="model.dtype float16 cannot be trained here"):
+        validate_config(FinetuneConfig, {**base, "model": {"path": str(tiny_llama), "dtype": "float16"}})
+    with pytest.raises(ConfigError, match="precision fp32 contradicts model.dtype bfloat16"):
+        validate_config(FinetuneConfig, {**base, "model": {"path": str(tiny_llama), "dtype": "bfloat16"},
+                                         "precision": "fp32"})
 
 
 def test_resuming_refuses_checkpoints_of_a_different_run(tiny_llama, tmp_path):

@@ -65,6 +65,9 @@ class DistillConfig(StrictModel):
     """Rows (valid + rejected) per output shard: the unit of commit and resume."""
     max_shards: int | None = Field(default=None, ge=1)
     """Stop after writing this many shards in this run (an interrupted job, for tests and dry runs)."""
+    max_teacher_failure_rate: float = Field(default=0.02, ge=0, le=1)
+    """Fail the run when more than this fraction of the rows given to the teacher failed to generate
+    (such rows are rejected as `teacher_failed`; past this rate the output is not self-distilled data)."""
     progress: bool = True
     """Show a progress bar with rows/s and tokens/s."""
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)

@@ -3,7 +3,7 @@
 The model loads once per actor in `__init__`; `__call__` rewrites one batch of prepared rows with
 greedy `generate` (the same `generate_texts` the evaluator uses). Rows whose prompt does not fit the
 context are rejected with a reason; a generation error is caught per batch, the batch is retried
-row by row, and only the rows that still fail carry the error (they keep their original response).
+row by row, and only the rows that still fail carry the error (rejected as `teacher_failed`, counted).
 """
 
 from __future__ import annotations

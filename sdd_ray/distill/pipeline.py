@@ -24,6 +24,7 @@ from sdd_ray.data import (
     with_local_copy,
 )
 from sdd_ray.distill.config import DistillConfig
+from sdd_ray.distill.failures import TEACHER_FAILED, TeacherFailureError, failure_message, summarize_failures
 from sdd_ray.distill.rewrite import load_templates, prompt_for, row_kind, select_row
 from sdd_ray.distill.schema import EMPTY_GENERATED, EMPTY_SELECTED, PREPARED, PROCESSED, to_table
 from sdd_ray.distill.shards import ShardWriter
@@ -124,8 +125,11 @@ def bypass(batch: pa.Table) -> pa.Table:
 
 
 def select_batch(batch: pa.Table) -> pa.Table:
+    """Conditional selection; a row the teacher failed on is rejected (`teacher_failed`), not kept as original."""
     rows = batch.to_pylist()
     for row in rows:
+        if row["generation_error"] and not row["reject_reason"]:
+            row["reject_reason"] = TEACHER_FAILED
         row.update(EMPTY_SELECTED if row["reject_reason"] else select_row(row))
     return to_table(rows, PROCESSED)
 
@@ -179,7 +183,10 @@ def _progress(cfg: DistillConfig):
 
 
 def run_pipeline(cfg: DistillConfig, out: str | Path) -> dict:
-    """Run (or resume) the job into `out`; returns the stats written to `out/stats.json`."""
+    """Run (or resume) the job into `out`; returns the stats written to `out/stats.json`.
+
+    Raises `TeacherFailureError` (after writing the stats) when too many rows failed in the teacher.
+    """
     import ray
 
     ray.init(ignore_reinit_error=True, configure_logging=False, log_to_driver=False)
@@ -226,10 +233,15 @@ def finish(cfg: DistillConfig, writer: ShardWriter, wall: float, first_output: t
     summary = writer.totals()
     writer.publish_rejected(summary["rejected"])
     totals = summary["totals"]
+    failures = summarize_failures(summary["rejected"], totals["teacher_selected"] + totals["original_selected"])
+    error = failure_message(failures, cfg.max_teacher_failure_rate, str(writer.out))
     stats = {
         "rows_in": writer.run["rows_in"],
         **{key: totals[key] for key in ("rows_out", "rows_rejected", "teacher_selected", "original_selected",
                                         "prompt_tokens", "generated_tokens")},
+        "teacher_failed": failures.pop("teacher_failed"),
+        "teacher_failures": {**failures, "max_rate": cfg.max_teacher_failure_rate},
+        "error": error,
         "wall_s": round(wall, 3),
         "tokens_per_s": round(writer.run["generated_tokens"] / wall, 2) if wall > 0 else 0.0,
         "backend": cfg.backend,
@@ -246,4 +258,6 @@ def finish(cfg: DistillConfig, writer: ShardWriter, wall: float, first_output: t
         "data": cfg.data.source,
     }
     write_text(Path(writer.out) / "stats.json", json.dumps(stats, indent=2))
+    if error:
+        raise TeacherFailureError(error)
     return stats

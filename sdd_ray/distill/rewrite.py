@@ -47,9 +47,6 @@ def as_chat(tokenizer, text: str) -> str:
 
 def select_row(row: dict) -> dict:
     """Conditional selection on a generated row: `selected_response`, `source` and `selection_reason`."""
-    if row.get("generation_error"):
-        reason = f"generation error: {row['generation_error']}"
-    else:
-        reason = selection_reason(row["response"], row["teacher_response"], row["kind"], bool(row["truncated"]))
+    reason = selection_reason(row["response"], row["teacher_response"], row["kind"], bool(row["truncated"]))
     chosen = row["teacher_response"] if reason is None else row["response"]
     return {"selected_response": chosen, "source": "teacher" if reason is None else "original", "selection_reason": reason or ""}

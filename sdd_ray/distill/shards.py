@@ -73,7 +73,8 @@ class ShardWriter:
             row["reject_reason"] = f"duplicate id {row['id']!r}"
         if row["reject_reason"]:
             self.rejected.append({"id": row["id"], "task": row["task"], "reason": row["reject_reason"],
-                                  "record": row["raw"] or json.dumps({k: row[k] for k in ("instruction", "input", "response")})})
+                                  "record": row["raw"] or json.dumps({k: row[k] for k in ("instruction", "input", "response")}),
+                                  **({"error": row["generation_error"]} if row.get("generation_error") else {})})
             self.pending["rows_rejected"] += 1
             return
         self.valid.append(output_row(row))

@@ -20,7 +20,10 @@ import pyarrow as pa
 from sdd_ray.distill.config import DistillConfig
 from sdd_ray.distill.schema import GENERATED, PREPARED, to_table
 
-ERROR_COLUMN = "__inference_error__"  # set by ray.data.llm on rows whose inference failed
+# Set by ray.data.llm on rows whose inference failed (with `should_continue_on_error`): "Type: message".
+# Such rows skip the later stages, so they carry no `generated_text` (ray/llm/_internal/batch/stages).
+ERROR_COLUMN = "__inference_error__"
+PROMPT_TOO_LONG = "is longer than the maximum model length"  # vLLM's input validation error
 
 
 def engine_kwargs(cfg: DistillConfig) -> dict[str, Any]:
@@ -87,10 +90,17 @@ def request(row: dict, max_new_tokens: int, chat: bool) -> dict:
 
 
 def generated_columns(batch: pa.Table, max_new_tokens: int) -> pa.Table:
-    """The processor's output rows in the pipeline's generated schema (errors become `generation_error`)."""
+    """The processor's output rows in the pipeline's generated schema.
+
+    An engine error becomes `generation_error` (a `teacher_failed` row), except a prompt longer than
+    the engine's context, which is the input's fault: rejected as too long, as the hf backend does.
+    """
     rows = batch.to_pylist()
     for row in rows:
         error = row.get(ERROR_COLUMN) or ""
+        if PROMPT_TOO_LONG in error and not row["reject_reason"]:
+            row["reject_reason"] = f"prompt too long: {error}"
+            error = ""
         generated = int(row.get("num_generated_tokens") or 0)
         row.update(
             teacher_response=(row.get("generated_text") or "").strip() if not error else "",

@@ -18,6 +18,7 @@ def finetune(
     response_column: Annotated[Optional[str], typer.Option(help="response (self-distilled, SDD arm) or original_response (SFT arm).")] = None,
     strategy: Annotated[Optional[str], typer.Option(help="deepspeed (ZeRO) or ddp.")] = None,
     zero_stage: Annotated[Optional[int], typer.Option(help="DeepSpeed ZeRO stage: 2 or 3.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="Weights' dtype to load, train and export in: auto (bfloat16 on a GPU, float32 on the CPU), float32 or bfloat16.")] = None,
     lora: Annotated[Optional[bool], typer.Option("--lora/--full", help="LoRA adapters (merged on export) or full fine-tuning.")] = None,
     lora_rank: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
     lora_alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha.")] = None,
@@ -47,6 +48,8 @@ def finetune(
     settings = read_yaml(config) if config else {}
     if model is not None:
         settings["model"] = as_spec(model).model_dump()
+    if dtype is not None:
+        settings["model"] = {**settings.get("model", {}), "dtype": dtype}
     flags = {"data": data, "response_column": response_column, "strategy": strategy, "zero_stage": zero_stage,
              "num_workers": num_workers, "use_gpu": use_gpu, "cpus_per_worker": cpus_per_worker, "epochs": epochs,
              "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,

@@ -45,7 +45,8 @@ class FinetuneConfig(StrictModel):
     offload_params: bool = False
     """DeepSpeed ZeRO-3 only: keep parameters in CPU memory."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """`auto`: bf16 on GPUs that support it, fp32 on the CPU."""
+    """Compute precision. `auto`: bf16 on GPUs that support it and whenever `model.dtype` is bfloat16, else
+    fp32. `bf16` with float32 weights is mixed precision (autocast for DDP, DeepSpeed's bf16 mode)."""
 
     method: Literal["lora", "full"] = "lora"
     lora: LoraSpec = Field(default_factory=LoraSpec)
@@ -96,6 +97,8 @@ class FinetuneConfig(StrictModel):
             raise ValueError("offload_params needs strategy deepspeed with zero_stage 3")
         if self.offload_optimizer and self.strategy != "deepspeed":
             raise ValueError("offload_optimizer needs strategy deepspeed")
-        if self.precision == "bf16" and not self.use_gpu:
-            raise ValueError("precision bf16 needs use_gpu (the CPU path trains in fp32)")
+        if self.model.dtype == "float16":
+            raise ValueError("model.dtype float16 cannot be trained here (no loss scaling); use bfloat16 or float32")
+        if self.model.dtype == "bfloat16" and self.precision == "fp32":
+            raise ValueError("precision fp32 contradicts model.dtype bfloat16; set one of them to the other's precision")
         return self

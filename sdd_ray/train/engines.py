@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -97,15 +99,13 @@ class DeepSpeedEngine:
         if path is None:
             raise FileNotFoundError(f"{directory}: no DeepSpeed state {STATE_TAG!r} in the checkpoint")
 
-    def full_state_dict(self) -> dict | None:
-        """All weights on rank 0 (None elsewhere); ZeRO-3 gathers its partitioned parameters first."""
-        import deepspeed
-
-        module = self.engine.module
+    def export_state_dict(self) -> dict | None:
+        """All weights on rank 0's CPU (None elsewhere); ZeRO-3 gathers them one submodule at a time."""
         if self.zero_stage == 3:
-            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-                return _cpu_state_dict(module) if dist.get_rank() == 0 else None
-        return _cpu_state_dict(module) if dist.get_rank() == 0 else None
+            import deepspeed
+
+            return export_state_dict(self.engine.module, partial(deepspeed.zero.GatheredParameters, modifier_rank=None))
+        return export_state_dict(self.engine.module)
 
 
 class DDPEngine:
@@ -163,12 +163,36 @@ class DDPEngine:
         self.optimizer.load_state_dict(states["optimizer"])
         self.scheduler.load_state_dict(states["scheduler"])
 
-    def full_state_dict(self) -> dict | None:
-        return _cpu_state_dict(self.module) if dist.get_rank() == 0 else None
+    def export_state_dict(self) -> dict | None:
+        return export_state_dict(self.module)
 
 
-def _cpu_state_dict(module) -> dict:
-    return {k: v.detach().to("cpu", torch.float32).clone() for k, v in module.state_dict().items()}
+def export_state_dict(module, gather=None) -> dict | None:
+    """The module's state on rank 0's CPU, each tensor in its training dtype; None on other ranks.
+
+    At most one copy of the weights: a tensor already on the CPU is shared with the module, not
+    cloned (the export runs after the final checkpoint, when nothing trains any more). `gather`
+    (ZeRO-3: `GatheredParameters`) is entered for one submodule's own parameters at a time, so a
+    partitioned model is never gathered whole; a gathered tensor is copied, since its storage is
+    released on exit. A parameter shared by two modules (tied embeddings) is one tensor under both names.
+    """
+    keys = set(module.state_dict(keep_vars=True))  # parameters and persistent buffers, as saved
+    rank0 = dist.get_rank() == 0
+    state: dict = {}
+    by_id: dict[int, torch.Tensor] = {}
+    for prefix, submodule in module.named_modules():
+        own = [*submodule.named_parameters(recurse=False), *submodule.named_buffers(recurse=False)]
+        with gather([p for _, p in own if isinstance(p, torch.nn.Parameter)]) if gather else nullcontext():
+            if not rank0:
+                continue
+            for name, tensor in own:
+                key = f"{prefix}.{name}" if prefix else name
+                if key not in keys:
+                    continue
+                if id(tensor) not in by_id:
+                    by_id[id(tensor)] = tensor.detach().to("cpu", copy=gather is not None)
+                state[key] = by_id[id(tensor)]
+    return state if rank0 else None
 
 
 def build_engine(model, cfg: FinetuneConfig, total_steps: int, device: torch.device, bf16: bool):

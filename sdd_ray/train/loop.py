@@ -14,6 +14,7 @@ import os
 import resource
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from sdd_ray.train.config import FinetuneConfig
@@ -56,20 +57,66 @@ def _micro_batches(lengths, cfg: FinetuneConfig, step: int, steps_per_epoch: int
     return [worker_slice(batch, rank, world) for batch in plan[first : first + cfg.grad_accum]]
 
 
-def _load_model(cfg: FinetuneConfig, device):
+def weights_dtype(cfg: FinetuneConfig, device):
+    """The dtype the model trains and is exported in: `cfg.model.dtype`, `auto` resolved for `device`."""
+    from sdd_ray.models import resolve_dtype
+
+    return resolve_dtype(cfg.model.model_copy(update={"device": device.type}))
+
+
+def uses_bf16(cfg: FinetuneConfig, dtype) -> bool:
+    """bf16 compute: weights stored in bfloat16, or mixed precision asked for (GPU `auto`, or `bf16`)."""
+    import torch
+
+    if dtype == torch.bfloat16 or cfg.precision == "bf16":
+        return True
+    return cfg.use_gpu and cfg.precision == "auto" and torch.cuda.is_bf16_supported()
+
+
+@contextmanager
+def zero3_construction(ds_config: dict | None):
+    """Within it, `from_pretrained` builds the model under `deepspeed.zero.Init` (partitioned as it loads).
+
+    transformers reads the DeepSpeed config from a global weak reference (`HfDeepSpeedConfig`); it is
+    set only around the model's construction, so that later loads (the export's) build plain models.
+    """
+    if ds_config is None:
+        yield
+        return
+    import deepspeed
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    deepspeed.init_distributed()  # DeepSpeed's view of Ray Train's process group: without it the config sees 1 worker
+    hf_config = HfDeepSpeedConfig(ds_config)
+    try:
+        yield
+    finally:
+        unset_hf_deepspeed_config()
+        del hf_config
+
+
+def _load_model(cfg: FinetuneConfig, dtype, ds_config: dict | None):
+    """The model in `dtype` (LoRA-wrapped when asked), on the CPU or, under ZeRO-3, already partitioned.
+
+    It is not moved to the device here: the engines place it (DDP moves it, DeepSpeed ZeRO-2 moves
+    it in `initialize`), and under ZeRO-3 `from_pretrained` loads it partitioned across the workers
+    (`deepspeed.zero.Init`), so no worker ever holds the whole model. Moving it first would put a
+    full copy on every GPU (Ray Train may also show a worker every GPU of its node).
+    """
     import torch
 
     from sdd_ray.models import load_model, load_tokenizer
     from sdd_ray.train.export import apply_lora
 
     torch.manual_seed(cfg.seed)  # same adapter init on every rank
-    # Loaded on the CPU, then moved: Ray Train may show a worker every GPU of its node, so "cuda" alone
-    # would put every local rank on GPU 0.
-    spec = cfg.model.model_copy(update={"device": "cpu", "dtype": "float32"})
-    model = load_model(spec, eval_mode=False)
-    if cfg.method == "lora":
-        model = apply_lora(model, cfg.lora)
-    return model.to(device), load_tokenizer(cfg.model)
+    spec = cfg.model.model_copy(update={"device": "cpu", "dtype": str(dtype).removeprefix("torch.")})
+    zero3 = ds_config if cfg.strategy == "deepspeed" and cfg.zero_stage == 3 else None
+    with zero3_construction(zero3):
+        model = load_model(spec, eval_mode=False)
+        if cfg.method == "lora":
+            model = apply_lora(model, cfg.lora)
+    return model, load_tokenizer(cfg.model)
 
 
 def _save_state(directory: Path, engine, state: dict, rank: int) -> None:
@@ -112,7 +159,7 @@ def train_func(config: dict) -> None:
     import torch
     import torch.distributed as dist
 
-    from sdd_ray.train.engines import build_engine
+    from sdd_ray.train.engines import build_engine, deepspeed_config
 
     if not cfg.use_gpu:
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
@@ -120,9 +167,10 @@ def train_func(config: dict) -> None:
     device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)  # DeepSpeed and NCCL use the current device
-    bf16 = cfg.use_gpu and cfg.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
+    dtype = weights_dtype(cfg, device)
+    bf16 = uses_bf16(cfg, dtype)
 
-    model, tokenizer = _load_model(cfg, device)
+    model, tokenizer = _load_model(cfg, dtype, deepspeed_config(cfg, world, bf16))
     rows = list(ray.train.get_dataset_shard("train").iter_rows())
     examples, stats = tokenize_rows(rows, tokenizer, cfg.response_column, cfg.max_length, cfg.overlong)
     if not examples:
@@ -183,10 +231,10 @@ def train_func(config: dict) -> None:
         _fail_once(cfg, step + 1, rank)
 
     base["cpu_seconds"] = time.process_time() - cpu_started
-    _finish(cfg, engine, state, base, rank, device, bf16, start_tokens, start_seconds)
+    _finish(cfg, engine, state, base, rank, device, dtype, start_tokens, start_seconds)
 
 
-def _finish(cfg: FinetuneConfig, engine, state: dict, base: dict, rank: int, device, bf16: bool,
+def _finish(cfg: FinetuneConfig, engine, state: dict, base: dict, rank: int, device, dtype,
             start_tokens: int, start_seconds: float) -> None:
     """Final checkpoint: the resumable state, the exported HF model and the run's figures."""
     import ray.train
@@ -197,7 +245,6 @@ def _finish(cfg: FinetuneConfig, engine, state: dict, base: dict, rank: int, dev
     per_worker = [None] * dist.get_world_size()
     dist.all_gather_object(per_worker, (round(_peak_memory_mib(device), 1), round(base.pop("cpu_seconds"), 3)))
     peaks, cpu = [p for p, _ in per_worker], [c for _, c in per_worker]
-    full = engine.full_state_dict()
     seconds = state["train_seconds"] - start_seconds
     summary = {**base, "step": state["step"], "loss": state["history"][-1]["loss"] if state["history"] else None,
                "tokens_per_s": (state["tokens"] - start_tokens) / seconds if seconds > 0 else 0.0,
@@ -207,10 +254,11 @@ def _finish(cfg: FinetuneConfig, engine, state: dict, base: dict, rank: int, dev
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         _save_state(directory, engine, state, rank)
+        weights = engine.export_state_dict()  # every rank takes part in a ZeRO-3 gather; rank 0 gets them
         if rank == 0:
-            export_model(full, cfg.model, directory / EXPORT_DIR, lora=cfg.lora if cfg.method == "lora" else None,
+            export_model(weights, cfg.model, directory / EXPORT_DIR, lora=cfg.lora if cfg.method == "lora" else None,
                          adapter_out=directory / "adapter" if cfg.save_adapter and cfg.method == "lora" else None,
-                         dtype="bfloat16" if bf16 else "float32")
+                         dtype=str(dtype).removeprefix("torch."))
             (directory / "summary.json").write_text(json.dumps(summary))
         ray.train.report(summary, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
