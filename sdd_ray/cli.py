@@ -18,7 +18,7 @@ from sdd_ray.pipeline.cli import run
 from sdd_ray.prune.cli import prune
 from sdd_ray.serve.cli import serve
 from sdd_ray.specdec.cli import specdec
-from sdd_ray.train.cli import finetune
+from sdd_ray.finetune.cli import finetune
 
 app = typer.Typer(
     name="sdd-ray",

@@ -22,7 +22,7 @@ from sdd_ray.evaluate.config import EvaluateConfig
 from sdd_ray.merge.config import MergeConfig
 from sdd_ray.prune.config import PruneConfig
 from sdd_ray.specdec.config import SpecDecConfig
-from sdd_ray.train.config import FinetuneConfig
+from sdd_ray.finetune.config import FinetuneConfig
 
 STAGES = ("baseline", "prune", "distill", "finetune", "merge", "evaluate", "specdec")
 Stage = Literal["baseline", "prune", "distill", "finetune", "merge", "evaluate", "specdec"]

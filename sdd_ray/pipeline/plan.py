@@ -100,7 +100,7 @@ def build_plan(cfg: RunConfig, out: Path) -> Plan:
     from sdd_ray.merge.config import MergeConfig
     from sdd_ray.prune.config import PruneConfig
     from sdd_ray.specdec.config import SpecDecConfig
-    from sdd_ray.train.config import FinetuneConfig
+    from sdd_ray.finetune.config import FinetuneConfig
 
     plan = Plan(StageCache(out))
     base = cfg.model

@@ -42,8 +42,8 @@ def finetune(
     """Fine-tune a (pruned) model on Ray Train; rerunning the same command resumes from its last checkpoint."""
     from sdd_ray.config import ConfigError, read_yaml, validate_config
     from sdd_ray.models import as_spec
-    from sdd_ray.train.config import FinetuneConfig
-    from sdd_ray.train.run import run_finetune
+    from sdd_ray.finetune.config import FinetuneConfig
+    from sdd_ray.finetune.run import run_finetune
 
     settings = read_yaml(config) if config else {}
     if model is not None:
