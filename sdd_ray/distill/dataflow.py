@@ -182,7 +182,7 @@ def _progress(cfg: DistillConfig):
     return tqdm(unit="row", desc="distill", dynamic_ncols=True, smoothing=0.1)
 
 
-def run_pipeline(cfg: DistillConfig, out: str | Path) -> dict:
+def run_dataflow(cfg: DistillConfig, out: str | Path) -> dict:
     """Run (or resume) the job into `out`; returns the stats written to `out/stats.json`.
 
     Raises `TeacherFailureError` (after writing the stats) when too many rows failed in the teacher.
