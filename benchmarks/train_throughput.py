@@ -50,9 +50,9 @@ def plain_loop(model_path: str, rows: int, batch_size: int, steps: int) -> dict:
     """One process, one model, AdamW over the same bucketed batches: what Ray Train has to keep up with."""
     import torch
 
-    from sdd_ray.models import load_model, load_tokenizer
     from sdd_ray.finetune.data import collate, epoch_plan, tokenize_rows
     from sdd_ray.finetune.trainer import toy_rows
+    from sdd_ray.models import load_model, load_tokenizer
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

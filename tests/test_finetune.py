@@ -10,7 +10,13 @@ import torch
 from sdd_ray.config import ConfigError, ModelSpec, validate_config
 from sdd_ray.finetune.config import FinetuneConfig, LoraSpec
 from sdd_ray.finetune.data import (
-    IGNORE_INDEX, DataError, check_columns, encode_row, epoch_plan, tokenize_rows, worker_slice,
+    IGNORE_INDEX,
+    DataError,
+    check_columns,
+    encode_row,
+    epoch_plan,
+    tokenize_rows,
+    worker_slice,
 )
 from sdd_ray.finetune.engines import cosine_schedule
 
@@ -108,8 +114,8 @@ def test_missing_columns_name_what_exists():
 def test_lora_merged_export_gives_the_adapter_models_logits(tiny_llama, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from sdd_ray.models import load_model
     from sdd_ray.finetune.export import apply_lora, export_model
+    from sdd_ray.models import load_model
 
     torch.manual_seed(0)
     lora = LoraSpec(rank=4, alpha=8, dropout=0.0)

@@ -20,7 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sdd_ray.data import (
-    DataSpec, column_map, decode_line, default_kind, default_task, local_files, parse_record, source_type,
+    DataSpec,
+    column_map,
+    decode_line,
+    default_kind,
+    default_task,
+    local_files,
+    parse_record,
+    source_type,
     with_local_copy,
 )
 from sdd_ray.distill.config import DistillConfig

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,38 +12,38 @@ from sdd_ray.cli_utils import console, parse_list
 
 def finetune(
     out: Annotated[Path, typer.Option(help="Output: HF model directory + train_metrics.json + loss.png (+ checkpoints/).")],
-    model: Annotated[Optional[str], typer.Option(help="Model directory or hub id (the pruned model); `toy-teacher` for the toy teacher.")] = None,
-    data: Annotated[Optional[str], typer.Option(help="A distillation output dir, a .parquet/.jsonl file or dir, toy:<task>|toy:all, or hf:<name>.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML FinetuneConfig; the flags given override it.")] = None,
-    response_column: Annotated[Optional[str], typer.Option(help="response (self-distilled, SDD arm) or original_response (SFT arm).")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="deepspeed (ZeRO) or ddp.")] = None,
-    zero_stage: Annotated[Optional[int], typer.Option(help="DeepSpeed ZeRO stage: 2 or 3.")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="Weights' dtype to load, train and export in: auto (bfloat16 on a GPU, float32 on the CPU), float32 or bfloat16.")] = None,
-    lora: Annotated[Optional[bool], typer.Option("--lora/--full", help="LoRA adapters (merged on export) or full fine-tuning.")] = None,
-    lora_rank: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
-    lora_alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha.")] = None,
-    target_modules: Annotated[Optional[str], typer.Option(help="Comma-separated LoRA target modules.")] = None,
-    num_workers: Annotated[Optional[int], typer.Option(help="Ray Train workers.")] = None,
-    use_gpu: Annotated[Optional[bool], typer.Option("--gpu/--cpu", help="One GPU per worker, or CPU workers.")] = None,
-    cpus_per_worker: Annotated[Optional[float], typer.Option(help="CPUs per worker (also its torch threads on CPU).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Passes over the data.")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Sequences per worker per micro-batch.")] = None,
-    grad_accum: Annotated[Optional[int], typer.Option(help="Micro-batches per optimizer step.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (cosine schedule with warm-up).")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Tokens per sequence (prompt + response).")] = None,
-    overlong: Annotated[Optional[str], typer.Option(help="truncate or reject sequences over max-length (both counted).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N rows.")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps (0: at the end only).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the adapter init and the data order.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model directory or hub id (the pruned model); `toy-teacher` for the toy teacher.")] = None,
+    data: Annotated[str | None, typer.Option(help="A distillation output dir, a .parquet/.jsonl file or dir, toy:<task>|toy:all, or hf:<name>.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML FinetuneConfig; the flags given override it.")] = None,
+    response_column: Annotated[str | None, typer.Option(help="response (self-distilled, SDD arm) or original_response (SFT arm).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="deepspeed (ZeRO) or ddp.")] = None,
+    zero_stage: Annotated[int | None, typer.Option(help="DeepSpeed ZeRO stage: 2 or 3.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Weights' dtype to load, train and export in: auto (bfloat16 on a GPU, float32 on the CPU), float32 or bfloat16.")] = None,
+    lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA adapters (merged on export) or full fine-tuning.")] = None,
+    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    lora_alpha: Annotated[float | None, typer.Option(help="LoRA alpha.")] = None,
+    target_modules: Annotated[str | None, typer.Option(help="Comma-separated LoRA target modules.")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="Ray Train workers.")] = None,
+    use_gpu: Annotated[bool | None, typer.Option("--gpu/--cpu", help="One GPU per worker, or CPU workers.")] = None,
+    cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per worker (also its torch threads on CPU).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences per worker per micro-batch.")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per optimizer step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (cosine schedule with warm-up).")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per sequence (prompt + response).")] = None,
+    overlong: Annotated[str | None, typer.Option(help="truncate or reject sequences over max-length (both counted).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N rows.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (0: at the end only).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the adapter init and the data order.")] = None,
     save_adapter: Annotated[bool, typer.Option("--save-adapter", help="Also write the LoRA adapter alone to OUT/adapter.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in --out when it holds a run with another model, data or settings.")] = False,
 ) -> None:
     """Fine-tune a (pruned) model on Ray Train; rerunning the same command resumes from its last checkpoint."""
     from sdd_ray.config import ConfigError, read_yaml, validate_config
-    from sdd_ray.models import as_spec
     from sdd_ray.finetune.config import FinetuneConfig
     from sdd_ray.finetune.run import run_finetune
+    from sdd_ray.models import as_spec
 
     settings = read_yaml(config) if config else {}
     if model is not None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from sdd_ray.guards import InputError, check_cluster_resources, check_out, claim_out, model_record, source_record
 from sdd_ray.finetune.config import FinetuneConfig
+from sdd_ray.guards import InputError, check_cluster_resources, check_out, claim_out, model_record, source_record
 
 OWN_FILES = ("train_metrics.json", "checkpoints")
 """Files that show a folder is an earlier `sdd-ray finetune` output (written before the stage marker existed)."""
@@ -25,7 +25,6 @@ def resume_record(cfg: FinetuneConfig) -> dict:
 def claim_finetune_out(cfg: FinetuneConfig, out: Path, overwrite: bool) -> None:
     """Refuse an `out` that is an input or a foreign folder, and a resume with other inputs (unless `overwrite`)."""
     from sdd_ray.guards import check_data_source
-
     from sdd_ray.models import check_model_exists
 
     check_out(out, "finetune", {"--model": cfg.model.path, "--data": cfg.data}, own_files=OWN_FILES)

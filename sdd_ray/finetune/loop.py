@@ -106,8 +106,8 @@ def _load_model(cfg: FinetuneConfig, dtype, ds_config: dict | None):
     """
     import torch
 
-    from sdd_ray.models import load_model, load_tokenizer
     from sdd_ray.finetune.export import apply_lora
+    from sdd_ray.models import load_model, load_tokenizer
 
     torch.manual_seed(cfg.seed)  # same adapter init on every rank
     spec = cfg.model.model_copy(update={"device": "cpu", "dtype": str(dtype).removeprefix("torch.")})

@@ -12,9 +12,9 @@ import shutil
 import time
 from pathlib import Path
 
-from sdd_ray.io import save_figure, write_json
 from sdd_ray.finetune.config import FinetuneConfig
 from sdd_ray.finetune.loop import EXPORT_DIR, STATE_FILE
+from sdd_ray.io import save_figure, write_json
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:

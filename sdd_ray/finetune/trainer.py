@@ -128,8 +128,8 @@ def fit(cfg: FinetuneConfig, storage_path: str | Path):
     import ray
     import ray.data
 
-    from sdd_ray.models import load_tokenizer
     from sdd_ray.finetune.guard import check_usable_rows, check_workers
+    from sdd_ray.models import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)  # a missing model fails here, before any worker starts
     check_resumable(cfg, Path(storage_path).resolve() / cfg.run_name)
