@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup demo test test-fast teacher clean test-vllm
+.PHONY: setup demo lint test test-fast teacher clean test-vllm
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,10 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/sdd-ray run configs/demo.yaml --out runs/demo
+
+# pyflakes, import order, pyupgrade (pyproject.toml [tool.ruff]); checks only, never reformats
+lint: setup
+	$(BIN)/ruff check .
 
 test: setup
 	$(BIN)/pytest -q tests

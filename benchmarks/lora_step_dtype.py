@@ -40,8 +40,8 @@ def smollm2_shaped(dtype: torch.dtype):
 
 def lora_trainer(dtype: torch.dtype):
     """(model, optimizer) for one dtype."""
-    from sdd_ray.train.config import LoraSpec
-    from sdd_ray.train.export import apply_lora
+    from sdd_ray.finetune.config import LoraSpec
+    from sdd_ray.finetune.export import apply_lora
 
     model = apply_lora(smollm2_shaped(dtype), LoraSpec(rank=16, alpha=32, dropout=0.0))
     model.train()

@@ -88,9 +88,9 @@ def main() -> None:
     from ray import serve
 
     from sdd_ray.config import validate_config
+    from sdd_ray.prompts import instruction_prompt
     from sdd_ray.serve.app import build_app
     from sdd_ray.serve.config import ServeConfig
-    from sdd_ray.prompts import instruction_prompt
     from sdd_ray.specdec.run import load_prompts
 
     torch.set_num_threads(1)

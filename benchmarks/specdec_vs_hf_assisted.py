@@ -77,8 +77,8 @@ def main() -> None:
 
     import tempfile
 
-    from sdd_ray.specdec.engine import DecodeMetrics, SpeculativeDecoder, target_only_generate
     from sdd_ray.prompts import prompt_token_ids
+    from sdd_ray.specdec.engine import DecodeMetrics, SpeculativeDecoder, target_only_generate
     from sdd_ray.specdec.run import load_prompts
 
     with tempfile.TemporaryDirectory() as workdir:

@@ -50,9 +50,9 @@ def plain_loop(model_path: str, rows: int, batch_size: int, steps: int) -> dict:
     """One process, one model, AdamW over the same bucketed batches: what Ray Train has to keep up with."""
     import torch
 
+    from sdd_ray.finetune.data import collate, epoch_plan, tokenize_rows
+    from sdd_ray.finetune.trainer import toy_rows
     from sdd_ray.models import load_model, load_tokenizer
-    from sdd_ray.train.data import collate, epoch_plan, tokenize_rows
-    from sdd_ray.train.trainer import toy_rows
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -80,8 +80,8 @@ def plain_loop(model_path: str, rows: int, batch_size: int, steps: int) -> dict:
 
 def ray_run(model_path: str, rows: int, batch_size: int, steps: int, workers: int, strategy: str, tmp: Path) -> dict:
     from sdd_ray.config import ModelSpec
-    from sdd_ray.train.config import FinetuneConfig
-    from sdd_ray.train.run import run_finetune
+    from sdd_ray.finetune.config import FinetuneConfig
+    from sdd_ray.finetune.run import run_finetune
 
     cfg = FinetuneConfig(model=ModelSpec(path=model_path), data=DATA, data_limit=rows, strategy=strategy,
                          method="full", num_workers=workers, cpus_per_worker=1, batch_size=batch_size,

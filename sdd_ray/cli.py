@@ -13,12 +13,12 @@ import typer
 from sdd_ray.convert_cli import convert
 from sdd_ray.distill.cli import distill
 from sdd_ray.evaluate.cli import compare, evaluate
+from sdd_ray.finetune.cli import finetune
 from sdd_ray.merge.cli import merge
 from sdd_ray.pipeline.cli import run
 from sdd_ray.prune.cli import prune
 from sdd_ray.serve.cli import serve
 from sdd_ray.specdec.cli import specdec
-from sdd_ray.train.cli import finetune
 
 app = typer.Typer(
     name="sdd-ray",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,7 +12,7 @@ from sdd_ray.cli_utils import console
 
 def convert(
     gguf: Annotated[str, typer.Argument(help="A .gguf file, or a packaged model name (smollm2-135m).")],
-    out: Annotated[Optional[Path], typer.Option(help="Directory for the HF checkpoint (default: the cache, reused by `--model GGUF`).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Directory for the HF checkpoint (default: the cache, reused by `--model GGUF`).")] = None,
     dtype: Annotated[str, typer.Option(help="bfloat16, float32 or float16: the dtype of the saved safetensors.")] = "bfloat16",
 ) -> None:
     """Convert a GGUF checkpoint into a plain Hugging Face checkpoint (safetensors, tokenizer, chat template)."""

@@ -9,11 +9,13 @@ which `transformers` and vLLM load with no sdd_ray code.
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from sdd_ray.config import ModelSpec
 from sdd_ray.weights import check_checkpoint, check_loading_info
+
+if TYPE_CHECKING:
+    import torch
 
 TOY_TEACHER = Path(__file__).parent / "toy" / "teacher"
 
@@ -33,12 +35,16 @@ def as_spec(model: str | Path | ModelSpec) -> ModelSpec:
 
 
 def resolve_device(spec: ModelSpec) -> torch.device:
+    import torch  # here, not at the top: `sdd-ray --help` and the CLI's error handling import this module
+
     if spec.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(spec.device)
 
 
 def resolve_dtype(spec: ModelSpec) -> torch.dtype:
+    import torch
+
     if spec.dtype != "auto":
         return getattr(torch, spec.dtype)
     device = resolve_device(spec)

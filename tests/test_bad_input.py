@@ -15,9 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import make_tiny_llama
-
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -201,10 +199,10 @@ def test_distill_bad_utf8_row_then_resume_with_another_teacher(capsys, monkeypat
 
 
 def test_finetune_resume_with_other_data_is_refused(capsys, monkeypatch, model, tmp_path):
+    from sdd_ray.finetune.config import FinetuneConfig
+    from sdd_ray.finetune.guard import resume_record
     from sdd_ray.guards import claim_out
     from sdd_ray.models import as_spec
-    from sdd_ray.train.config import FinetuneConfig
-    from sdd_ray.train.guard import resume_record
 
     out = tmp_path / "ft"
     out.mkdir()
@@ -216,9 +214,9 @@ def test_finetune_resume_with_other_data_is_refused(capsys, monkeypatch, model, 
 
 
 def test_resume_record_is_by_content_not_spelling(model, monkeypatch):
+    from sdd_ray.finetune.config import FinetuneConfig
+    from sdd_ray.finetune.guard import resume_record
     from sdd_ray.models import as_spec
-    from sdd_ray.train.config import FinetuneConfig
-    from sdd_ray.train.guard import resume_record
 
     monkeypatch.chdir(model.parent)
     records = [resume_record(FinetuneConfig(model=as_spec(path), data="toy:facts"))

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from sdd_ray.config import ConfigError, validate_config
 from sdd_ray.data import PRESETS, toy_records
 from sdd_ray.distill.config import DistillConfig
-from sdd_ray.distill.pipeline import bypass, prepare_batch, select_batch, to_generate
+from sdd_ray.distill.dataflow import bypass, prepare_batch, select_batch, to_generate
 from sdd_ray.distill.rewrite import load_templates, row_kind
 from sdd_ray.distill.schema import EMPTY_GENERATED, PREPARED, PROCESSED
 from sdd_ray.distill.shards import ShardWriter
@@ -163,8 +163,8 @@ def test_vllm_error_rows_become_teacher_failures_or_too_long_prompts():
 
 def _distill_in_process(teacher, out, failing_ids: set[str], **overrides) -> dict:
     """The pipeline's row path without Ray Data: prepare -> HFRewriter (failing on `failing_ids`) -> select -> shards."""
+    from sdd_ray.distill.dataflow import finish
     from sdd_ray.distill.generator import HFRewriter
-    from sdd_ray.distill.pipeline import finish
 
     cfg = make_cfg(teacher, max_new_tokens=3, batch_size=4, progress=False, **overrides)
     records = [json.dumps(r) for r in toy_records("toy:all", limit=10)]

@@ -16,11 +16,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sdd_ray.config import ConfigError, validate_config
-from sdd_ray.merge import slerp, slerp_with_info
 from sdd_ray.merge.config import MergeConfig, load_merge_config
 from sdd_ray.merge.merge import MergeMismatchError
 from sdd_ray.merge.run import run_merge
 from sdd_ray.merge.schedule import get_merge_method, layer_index, resolve_t
+from sdd_ray.merge.slerp import slerp, slerp_with_info
 
 
 def reference_slerp(a: torch.Tensor, b: torch.Tensor, t: float, threshold: float = 0.9995) -> torch.Tensor:

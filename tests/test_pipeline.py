@@ -64,7 +64,7 @@ def _stage_file_config(path: Path):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_config_validates(path):
     """Run configs load as RunConfig (the model's depth checked when it is local); stage files as their stage."""
-    from sdd_ray.pipeline.config import WIRED, _stage_config
+    from sdd_ray.pipeline.config import _stage_config
 
     stage_cls = _stage_file_config(path)
     if stage_cls is not None:

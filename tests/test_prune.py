@@ -8,15 +8,19 @@ import math
 
 import pytest
 import torch
+from conftest import make_tiny_llama
 from torch import nn
 
-from conftest import make_tiny_llama
 from sdd_ray.config import ConfigError, validate_config
 from sdd_ray.prune.calibrate import CalibrationLengthError, CalibrationSums, calibration_sums, check_lengths
 from sdd_ray.prune.config import PruneConfig
 from sdd_ray.prune.data import CalibrationDataError, load_calibration_texts, toy_texts
 from sdd_ray.prune.distances import (
-    angle_sums, angular_distances, choose_block, distances_from_angle_sums, distances_from_bi_sums,
+    angle_sums,
+    angular_distances,
+    choose_block,
+    distances_from_angle_sums,
+    distances_from_bi_sums,
 )
 from sdd_ray.prune.run import run_prune
 from sdd_ray.prune.surgery import UnsupportedArchitectureError, find_decoder_layers, remove_layers

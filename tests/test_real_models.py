@@ -256,8 +256,8 @@ def test_finetune_gqa_with_the_real_tokenizer(ray_local, gqa_llama, tmp_path, st
     """ZeRO-3 + LoRA and full DDP fine-tuning of the GQA chat model; the export keeps GQA and the template."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from sdd_ray.train.config import FinetuneConfig
-    from sdd_ray.train.run import run_finetune
+    from sdd_ray.finetune.config import FinetuneConfig
+    from sdd_ray.finetune.run import run_finetune
 
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps({"instruction": f"Say {i} in words {MULTIBYTE}", "response": f"{i} {MULTIBYTE}"}) + "\n"

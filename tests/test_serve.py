@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from conftest import make_tiny_llama
+
 from sdd_ray.config import ConfigError, validate_config
 from sdd_ray.serve.config import ServeConfig
 from sdd_ray.serve.protocol import CompletionRequest, RequestError, parse_request

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import make_tiny_llama
+
 from sdd_ray.specdec.acceptance import greedy_verify, logits_to_probs, rejection_verify, residual_distribution
 from sdd_ray.specdec.engine import DecodeMetrics, Sampling, SpeculativeDecoder, target_only_generate
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,16 +14,16 @@ def distill(
     teacher: Annotated[str, typer.Option(help="Unpruned teacher: model directory or hub id; `toy-teacher` for the toy teacher.")],
     data: Annotated[str, typer.Option(help="toy:arith|facts|instruct|all, a .jsonl/.parquet file or directory, or a HF dataset name.")],
     out: Annotated[Path, typer.Option(help="Output directory (rerun with the same directory to resume).")],
-    task_kind: Annotated[Optional[str], typer.Option(help="math|mc|general, or auto (each row's own kind). [default: auto]")] = None,
-    columns: Annotated[Optional[str], typer.Option(help="Column preset: auto, toy, gsm8k, alpaca, dolly, openmath. [default: auto]")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Split of a Hugging Face dataset. [default: train]")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="hf (transformers, CPU or GPU) or vllm (ray.data.llm). [default: hf]")] = None,
-    num_workers: Annotated[Optional[int], typer.Option(help="Generation actors (hf) or vLLM engines. [default: 1]")] = None,
-    cpus_per_worker: Annotated[Optional[float], typer.Option(help="CPUs per hf actor; keep it fractional on small machines. [default: 0.5]")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Rows per generation batch. [default: 16]")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Token limit of a rewrite. [default: 128]")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N rows.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML DistillConfig; flags given on the command line override it.")] = None,
+    task_kind: Annotated[str | None, typer.Option(help="math|mc|general, or auto (each row's own kind). [default: auto]")] = None,
+    columns: Annotated[str | None, typer.Option(help="Column preset: auto, toy, gsm8k, alpaca, dolly, openmath. [default: auto]")] = None,
+    split: Annotated[str | None, typer.Option(help="Split of a Hugging Face dataset. [default: train]")] = None,
+    backend: Annotated[str | None, typer.Option(help="hf (transformers, CPU or GPU) or vllm (ray.data.llm). [default: hf]")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="Generation actors (hf) or vLLM engines. [default: 1]")] = None,
+    cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per hf actor; keep it fractional on small machines. [default: 0.5]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Rows per generation batch. [default: 16]")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Token limit of a rewrite. [default: 128]")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N rows.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML DistillConfig; flags given on the command line override it.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in --out when it holds a run with another teacher, data or settings.")] = False,
 ) -> None:

@@ -14,8 +14,8 @@ import pyarrow as pa
 
 from sdd_ray.config import ModelSpec
 from sdd_ray.distill.rewrite import as_chat
-from sdd_ray.prompts import encode_prompt
 from sdd_ray.distill.schema import EMPTY_GENERATED, GENERATED, PREPARED, to_table
+from sdd_ray.prompts import encode_prompt
 
 log = logging.getLogger(__name__)
 

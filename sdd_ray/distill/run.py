@@ -29,7 +29,7 @@ def run_distill(cfg: DistillConfig, out: str | Path, overwrite: bool = False) ->
     Writes `out/data/*.parquet`, `out/rejected.jsonl` and `out/stats.json`; returns the stats. A
     folder written by another teacher, other data or other settings is refused (`overwrite`: start over).
     """
-    from sdd_ray.distill.pipeline import run_pipeline
+    from sdd_ray.distill.dataflow import run_dataflow
     from sdd_ray.guards import check_data_source, check_out, claim_out
     from sdd_ray.models import as_spec
 
@@ -40,4 +40,4 @@ def run_distill(cfg: DistillConfig, out: str | Path, overwrite: bool = False) ->
 
         load_tokenizer(as_spec(cfg.teacher))  # a missing teacher fails here, before Ray starts
     claim_out(out, "distill", resume_record(cfg), overwrite, clear=OWN_FILES)
-    return run_pipeline(cfg, out)
+    return run_dataflow(cfg, out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,40 +24,40 @@ def evaluate(
     model: Annotated[str, typer.Option(help="Model directory or hub id; `toy-teacher` for the committed toy teacher.")],
     out: Annotated[Path, typer.Option(help="Where to write results.json.")] = Path("results.json"),
     tasks: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="Comma-separated task names [default: arith,facts,instruct (builtin); the leaderboard-v1 six (harness)]."),
     ] = None,
-    evaluator: Annotated[Optional[str], typer.Option(help="builtin (toy tasks) or harness (lm-eval) [default: builtin].")] = None,
+    evaluator: Annotated[str | None, typer.Option(help="builtin (toy tasks) or harness (lm-eval) [default: builtin].")] = None,
     baseline: Annotated[
-        Optional[str], typer.Option(help="Unpruned baseline: a results.json, or a model to evaluate too; adds recovery_pct.")
+        str | None, typer.Option(help="Unpruned baseline: a results.json, or a model to evaluate too; adds recovery_pct.")
     ] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Examples per task; 0: all [default: 200].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Batch size [default: 32].")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="Harness backend: hf (CPU/GPU) or vllm (GPU) [default: hf].")] = None,
+    limit: Annotated[int | None, typer.Option(help="Examples per task; 0: all [default: 200].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size [default: 32].")] = None,
+    backend: Annotated[str | None, typer.Option(help="Harness backend: hf (CPU/GPU) or vllm (GPU) [default: hf].")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the toy eval split [default: 0].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the toy eval split [default: 0].")] = None,
     data_dir: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="Local copies of the real benchmarks (eval/, gsm8k/) [default: $SDD_RAY_DATA_DIR, else ../shared/data if present]."),
     ] = None,
     data_source: Annotated[
-        Optional[str], typer.Option(help="Real benchmarks from: auto (local folder if found, else hub), local or hub [default: auto].")
+        str | None, typer.Option(help="Real benchmarks from: auto (local folder if found, else hub), local or hub [default: auto].")
     ] = None,
     use_ray: Annotated[
-        Optional[bool], typer.Option("--ray/--no-ray", help="Evaluate as Ray tasks (model and baseline in parallel) [default: no].")
+        bool | None, typer.Option("--ray/--no-ray", help="Evaluate as Ray tasks (model and baseline in parallel) [default: no].")
     ] = None,
-    num_cpus: Annotated[Optional[float], typer.Option(help="CPUs per Ray evaluation [default: 1].")] = None,
-    num_gpus: Annotated[Optional[float], typer.Option(help="GPUs per Ray evaluation [default: 0].")] = None,
+    num_cpus: Annotated[float | None, typer.Option(help="CPUs per Ray evaluation [default: 1].")] = None,
+    num_gpus: Annotated[float | None, typer.Option(help="GPUs per Ray evaluation [default: 0].")] = None,
     config: Annotated[
-        Optional[Path], typer.Option(help="YAML EvaluateConfig (task table, harness settings); flags given here override it.")
+        Path | None, typer.Option(help="YAML EvaluateConfig (task table, harness settings); flags given here override it.")
     ] = None,
 ) -> None:
     """Evaluate a model on a task suite and write results.json (per-task accuracy, n, average, recovery %)."""
     from sdd_ray.config import read_yaml, validate_config
-    from sdd_ray.guards import check_out_file
     from sdd_ray.evaluate.config import EvaluateConfig
     from sdd_ray.evaluate.run import run_evaluate
+    from sdd_ray.guards import check_out_file
     from sdd_ray.models import as_spec
 
     data = read_yaml(config) if config is not None else {}
@@ -87,9 +87,9 @@ def compare(
     results: Annotated[list[Path], typer.Argument(help="results.json files, one per model (the first is the baseline).")],
     out: Annotated[Path, typer.Option(help="Folder for comparison.md, comparison.csv and comparison.png.")] = Path("comparison"),
     names: Annotated[
-        Optional[str], typer.Option(help="Comma-separated row names, one per file (e.g. baseline,no_ft,sft,sdd,merged).")
+        str | None, typer.Option(help="Comma-separated row names, one per file (e.g. baseline,no_ft,sft,sdd,merged).")
     ] = None,
-    baseline: Annotated[Optional[str], typer.Option(help="Name of the row recovery is measured against [default: the first].")] = None,
+    baseline: Annotated[str | None, typer.Option(help="Name of the row recovery is measured against [default: the first].")] = None,
 ) -> None:
     """Paper-style table of several results.json files: rows = models, columns = tasks, average, recovery %."""
     from sdd_ray.evaluate.compare import run_compare

@@ -112,7 +112,7 @@ class EvaluateConfig(StrictModel):
     """Evaluate as Ray tasks (model and baseline in parallel; on a cluster, on a GPU node)."""
 
     @model_validator(mode="after")
-    def _check_tasks(self) -> "EvaluateConfig":
+    def _check_tasks(self) -> EvaluateConfig:
         if self.tasks is None:
             default = list(BUILTIN_TASKS) if self.evaluator == "builtin" else list(LEADERBOARD_V1)
             object.__setattr__(self, "tasks", default)

@@ -14,7 +14,12 @@ from pathlib import Path
 
 from sdd_ray.config import ConfigError, ModelSpec
 from sdd_ray.evaluate.config import EvaluateConfig
-from sdd_ray.evaluate.local_benchmarks import benchmark_data_dir, has_local_data, official_task_index, prepare_local_benchmarks
+from sdd_ray.evaluate.local_benchmarks import (
+    benchmark_data_dir,
+    has_local_data,
+    official_task_index,
+    prepare_local_benchmarks,
+)
 from sdd_ray.evaluate.local_tasks import LOCAL_TASKS, prepare_local_tasks
 
 

@@ -35,7 +35,6 @@ from sdd_ray.config import ConfigError
 from sdd_ray.data import DATA_DIR_ENV, DEFAULT_DATA_DIR
 from sdd_ray.io import write_text
 
-
 SPLIT_FIELDS = ("training_split", "validation_split", "test_split", "fewshot_split")
 LOCAL_FILES = {
     "hellaswag": {"validation": "eval/hellaswag/validation.jsonl"},

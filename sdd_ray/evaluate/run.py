@@ -11,7 +11,14 @@ from pathlib import Path
 
 from sdd_ray.config import ModelSpec
 from sdd_ray.evaluate.config import EvaluateConfig
-from sdd_ray.evaluate.recovery import average, check_same_seed, check_same_task_names, is_results_file, load_results, recovery_pct
+from sdd_ray.evaluate.recovery import (
+    average,
+    check_same_seed,
+    check_same_task_names,
+    is_results_file,
+    load_results,
+    recovery_pct,
+)
 from sdd_ray.io import write_json
 
 __all__ = ["average", "evaluate_model", "run_evaluate"]

@@ -1,5 +1,5 @@
-"""SLERP merging of models fine-tuned on different self-distilled data sets (the paper's model merging)."""
+"""SLERP merging of models fine-tuned on different self-distilled data sets (the paper's model merging).
 
-from sdd_ray.merge.slerp import lerp, slerp, slerp_with_info
-
-__all__ = ["lerp", "slerp", "slerp_with_info"]
+The maths is in `sdd_ray.merge.slerp` (`slerp`, `lerp`, `slerp_with_info`); nothing is imported here,
+so that `import sdd_ray.merge` (and `sdd-ray --help`) does not load torch.
+"""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,20 +12,20 @@ from sdd_ray.cli_utils import console, parse_list
 
 def merge(
     models: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option(help="The two parents (HF checkpoint or LoRA adapter dirs): `--models A B`, `--models A,B` "
                      "or `--models A --models B`. The first is the base (t = 0) unless --base-model says otherwise."),
     ] = None,
     more_models: Annotated[
-        Optional[list[str]], typer.Argument(hidden=True, help="Catches B in `--models A B`.")
+        list[str] | None, typer.Argument(hidden=True, help="Catches B in `--models A B`.")
     ] = None,
     out: Annotated[Path, typer.Option(help="Output model directory (HF checkpoint + merge.json).")] = Path("merged"),
-    t: Annotated[Optional[float], typer.Option("--t", help="Constant interpolation factor in [0, 1] (default 0.5).")] = None,
+    t: Annotated[float | None, typer.Option("--t", help="Constant interpolation factor in [0, 1] (default 0.5).")] = None,
     config: Annotated[
-        Optional[Path], typer.Option(help="Merge YAML (native or mergekit-style); flags override its fields.")
+        Path | None, typer.Option(help="Merge YAML (native or mergekit-style); flags override its fields.")
     ] = None,
-    base_model: Annotated[Optional[str], typer.Option(help="Which parent is t = 0 and gives config/tokenizer.")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="Output dtype: float32, bfloat16 or float16 (default: base's).")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Which parent is t = 0 and gives config/tokenizer.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Output dtype: float32, bfloat16 or float16 (default: base's).")] = None,
 ) -> None:
     """SLERP-merge two checkpoints of one architecture, streaming tensor by tensor, into an HF model dir."""
     from sdd_ray.config import ConfigError, validate_config

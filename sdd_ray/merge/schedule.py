@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Union
 
 from pydantic import field_validator
 
@@ -34,7 +33,7 @@ class TEntry(StrictModel):
 
     filter: str | None = None
     """Substring of the tensor name (e.g. `self_attn`, `mlp`); None or `*`: every tensor."""
-    value: Union[float, Gradient]
+    value: float | Gradient
     """A constant t, or a gradient of anchors interpolated across the layers."""
 
     @field_validator("value")
@@ -43,7 +42,7 @@ class TEntry(StrictModel):
         return check_values(value)
 
 
-TSetting = Union[float, Gradient, list[TEntry]]
+TSetting = float | Gradient | list[TEntry]
 """What `t` may be: a number, a gradient, or a list of filtered entries."""
 
 LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")

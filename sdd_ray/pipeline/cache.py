@@ -44,7 +44,7 @@ class StageUnit:
     """What this unit is, for people: `prune[bs=6]`, `finetune[sdd, bs=6]`."""
     settings: dict
     """The settings that determine the output (the stage config without upstream paths)."""
-    upstream: dict[str, "StageUnit"] = field(default_factory=dict)
+    upstream: dict[str, StageUnit] = field(default_factory=dict)
     """Units whose outputs this one reads, by role (`model`, `data`, ...)."""
 
     @property

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 
 def run(
     config: Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/demo.yaml.")],
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default: the config's `out`).")] = None,
-    address: Annotated[Optional[str], typer.Option(
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: the config's `out`).")] = None,
+    address: Annotated[str | None, typer.Option(
         help="Ray cluster to join (default: the config's ray.address, else RAY_ADDRESS, else a local Ray).")] = None,
 ) -> None:
     """Run every stage of CONFIG (outputs cached by content), then write report.md and summary.json."""

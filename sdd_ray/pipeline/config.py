@@ -19,10 +19,10 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 from sdd_ray.config import ConfigError, ModelSpec, StrictModel, format_validation_error, read_yaml, validate_config
 from sdd_ray.distill.config import DistillConfig
 from sdd_ray.evaluate.config import EvaluateConfig
+from sdd_ray.finetune.config import FinetuneConfig
 from sdd_ray.merge.config import MergeConfig
 from sdd_ray.prune.config import PruneConfig
 from sdd_ray.specdec.config import SpecDecConfig
-from sdd_ray.train.config import FinetuneConfig
 
 STAGES = ("baseline", "prune", "distill", "finetune", "merge", "evaluate", "specdec")
 Stage = Literal["baseline", "prune", "distill", "finetune", "merge", "evaluate", "specdec"]
@@ -155,7 +155,7 @@ class RunConfig(StrictModel):
         return as_spec(value).model_dump() if isinstance(value, (str, Path)) else value
 
     @model_validator(mode="after")
-    def _stages_have_blocks(self) -> "RunConfig":
+    def _stages_have_blocks(self) -> RunConfig:
         if self.stages is None:
             chosen = [s for s in STAGES if s in ("baseline", "prune", "evaluate") or getattr(self, s) is not None]
             object.__setattr__(self, "stages", chosen)

@@ -97,10 +97,10 @@ def build_plan(cfg: RunConfig, out: Path) -> Plan:
     """Every unit of `cfg`'s run under `out`, with its stage config."""
     from sdd_ray.distill.config import DistillConfig
     from sdd_ray.evaluate.config import EvaluateConfig
+    from sdd_ray.finetune.config import FinetuneConfig
     from sdd_ray.merge.config import MergeConfig
     from sdd_ray.prune.config import PruneConfig
     from sdd_ray.specdec.config import SpecDecConfig
-    from sdd_ray.train.config import FinetuneConfig
 
     plan = Plan(StageCache(out))
     base = cfg.model

@@ -21,7 +21,7 @@ from sdd_ray.pipeline.plan import ARTIFACT, Job, Plan, build_plan, upstream_jobs
 RUNNERS = {
     "prune": ("sdd_ray.prune.run", "run_prune"),
     "distill": ("sdd_ray.distill.run", "run_distill"),
-    "finetune": ("sdd_ray.train.run", "run_finetune"),
+    "finetune": ("sdd_ray.finetune.run", "run_finetune"),
     "merge": ("sdd_ray.merge.run", "run_merge"),
     "evaluate": ("sdd_ray.evaluate.run", "run_evaluate"),
     "specdec": ("sdd_ray.specdec.run", "run_specdec"),

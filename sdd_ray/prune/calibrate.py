@@ -35,11 +35,11 @@ class CalibrationSums:
     tokens: int
 
     @classmethod
-    def zeros(cls, num_layers: int) -> "CalibrationSums":
+    def zeros(cls, num_layers: int) -> CalibrationSums:
         return cls(torch.zeros(num_layers + 1, num_layers + 1, dtype=torch.float64), 0,
                    torch.zeros(num_layers, dtype=torch.float64), 0)
 
-    def __add__(self, other: "CalibrationSums") -> "CalibrationSums":
+    def __add__(self, other: CalibrationSums) -> CalibrationSums:
         return CalibrationSums(self.angle_sums + other.angle_sums, self.samples + other.samples,
                                self.bi_sums + other.bi_sums, self.tokens + other.tokens)
 
@@ -90,7 +90,7 @@ class LayerStateRecorder:
                 self.tokens = count
         return hook
 
-    def __enter__(self) -> "LayerStateRecorder":
+    def __enter__(self) -> LayerStateRecorder:
         self.handles = [layer.register_forward_hook(self._hook(i), with_kwargs=True) for i, layer in enumerate(self.layers)]
         return self
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,7 +18,7 @@ def prune(
     calib: Annotated[str, typer.Option(help="Calibration texts: toy, a .jsonl/.parquet file, or a hub dataset org/name[:config].")] = "toy",
     text_field: Annotated[str, typer.Option(help="Field holding the text in --calib.")] = "text",
     num_samples: Annotated[int, typer.Option(help="At most this many calibration texts.")] = 256,
-    max_length: Annotated[Optional[int], typer.Option(help="Truncate texts to this many tokens (default: whole texts, which must fit the context).")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Truncate texts to this many tokens (default: whole texts, which must fit the context).")] = None,
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 8,
     num_workers: Annotated[int, typer.Option(help="Ray Data calibration actors; 0 runs in this process without Ray.")] = 1,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs reserved per actor.")] = 0.5,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -33,11 +33,11 @@ def serve(
     draft: Annotated[str, typer.Option(help="Draft model (e.g. the pruned, self-distilled target).")],
     host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
-    api_key: Annotated[Optional[str], typer.Option(
+    api_key: Annotated[str | None, typer.Option(
         help="Require `Authorization: Bearer KEY`; give the key or the name of an environment variable holding it.")] = None,
     k: Annotated[int, typer.Option(help="Tokens proposed by the draft per step.")] = 4,
     engine: Annotated[str, typer.Option(help="hf (sdd_ray's decoder, CPU/GPU) or vllm (ray.serve.llm, GPU).")] = "hf",
-    model_name: Annotated[Optional[str], typer.Option(help="Model name clients use (default: target dir name).")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Model name clients use (default: target dir name).")] = None,
     replicas: Annotated[int, typer.Option(help="Engine replicas, each holding the pair.")] = 1,
     max_tokens_limit: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 512,
 ) -> None:

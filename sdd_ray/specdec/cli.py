@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -31,7 +31,7 @@ def specdec(
     out: Annotated[Path, typer.Option(help="Where to write specdec.json.")] = Path("specdec.json"),
     k: Annotated[int, typer.Option(help="Tokens proposed by the draft per step.")] = 4,
     max_new_tokens: Annotated[int, typer.Option(help="New tokens per prompt at most.")] = 64,
-    limit: Annotated[Optional[int], typer.Option(help="Number of prompts.")] = 20,
+    limit: Annotated[int | None, typer.Option(help="Number of prompts.")] = 20,
     temperature: Annotated[float, typer.Option(help="0 = greedy (checks identical outputs); > 0 = sampling.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (sampling only).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from sdd_ray.specdec.config import SpecDecConfig
 
-
 PROMPT_FIELDS = ("prompt", "instruction", "question")
 """File rows give the user's message in the first of these fields (`input` is appended to `instruction`)."""
 

@@ -56,7 +56,7 @@ class KnowledgeBase:
     RELATIONS = ("capital", "river", "color")
 
     @classmethod
-    def build(cls, num_countries: int = 24, seed: int = 7) -> "KnowledgeBase":
+    def build(cls, num_countries: int = 24, seed: int = 7) -> KnowledgeBase:
         rng = random.Random(seed)
         countries = _syllable_names(rng, num_countries, ["land", "ia", "stan"])
         names = _syllable_names(rng, 2 * num_countries + 20, ["a", "o", "on", "is"])

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, Field
 
+from sdd_ray.finetune.data import collate
 from sdd_ray.prompts import instruction_prompt, load_template, rewrite_prompt
-from sdd_ray.train.data import collate
 from sdd_ray.toy.tasks import GENERATORS, KB, TASK_KIND
 
 TEACHER_DIR = Path(__file__).parent / "teacher"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 
-from sdd_ray.prompts import instruction_prompt, load_template, rewrite_prompt
+from sdd_ray.prompts import instruction_prompt, load_template
 from sdd_ray.toy.tasks import KB, TASKS, generate
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]

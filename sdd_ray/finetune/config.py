@@ -92,7 +92,7 @@ class FinetuneConfig(StrictModel):
     """Testing aid: raise in worker 0 after this optimizer step, once per run directory (needs storage_path)."""
 
     @model_validator(mode="after")
-    def _check(self) -> "FinetuneConfig":
+    def _check(self) -> FinetuneConfig:
         if self.offload_params and (self.strategy != "deepspeed" or self.zero_stage != 3):
             raise ValueError("offload_params needs strategy deepspeed with zero_stage 3")
         if self.offload_optimizer and self.strategy != "deepspeed":

@@ -3,7 +3,7 @@
 `train_func(config)` reads everything from its config dict (`{"finetune": FinetuneConfig dump}`).
 Ray appears only in `get_dataset_shard`, `get_checkpoint`, `report` and `get_device`. Every
 worker reads the whole (small) data set, tokenizes it and takes its slice of one global batch plan
-(`sdd_ray.train.data.epoch_plan`), so all workers run the same steps in the same order on every
+(`sdd_ray.finetune.data.epoch_plan`), so all workers run the same steps in the same order on every
 run; a resumed run continues the same plan from the checkpoint's step, with the loss history.
 """
 
@@ -17,8 +17,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from sdd_ray.train.config import FinetuneConfig
-from sdd_ray.train.data import DataError, collate, epoch_plan, tokenize_rows, worker_slice
+from sdd_ray.finetune.config import FinetuneConfig
+from sdd_ray.finetune.data import DataError, collate, epoch_plan, tokenize_rows, worker_slice
 
 STATE_FILE = "train_state.json"
 EXPORT_DIR = "export"  # the final checkpoint holds the HF model here, for the driver to copy out
@@ -106,8 +106,8 @@ def _load_model(cfg: FinetuneConfig, dtype, ds_config: dict | None):
     """
     import torch
 
+    from sdd_ray.finetune.export import apply_lora
     from sdd_ray.models import load_model, load_tokenizer
-    from sdd_ray.train.export import apply_lora
 
     torch.manual_seed(cfg.seed)  # same adapter init on every rank
     spec = cfg.model.model_copy(update={"device": "cpu", "dtype": str(dtype).removeprefix("torch.")})
@@ -159,7 +159,7 @@ def train_func(config: dict) -> None:
     import torch
     import torch.distributed as dist
 
-    from sdd_ray.train.engines import build_engine, deepspeed_config
+    from sdd_ray.finetune.engines import build_engine, deepspeed_config
 
     if not cfg.use_gpu:
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
@@ -240,7 +240,7 @@ def _finish(cfg: FinetuneConfig, engine, state: dict, base: dict, rank: int, dev
     import ray.train
     import torch.distributed as dist
 
-    from sdd_ray.train.export import export_model
+    from sdd_ray.finetune.export import export_model
 
     per_worker = [None] * dist.get_world_size()
     dist.all_gather_object(per_worker, (round(_peak_memory_mib(device), 1), round(base.pop("cpu_seconds"), 3)))

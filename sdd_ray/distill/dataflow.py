@@ -20,7 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sdd_ray.data import (
-    DataSpec, column_map, decode_line, default_kind, default_task, local_files, parse_record, source_type,
+    DataSpec,
+    column_map,
+    decode_line,
+    default_kind,
+    default_task,
+    local_files,
+    parse_record,
+    source_type,
     with_local_copy,
 )
 from sdd_ray.distill.config import DistillConfig
@@ -182,7 +189,7 @@ def _progress(cfg: DistillConfig):
     return tqdm(unit="row", desc="distill", dynamic_ncols=True, smoothing=0.1)
 
 
-def run_pipeline(cfg: DistillConfig, out: str | Path) -> dict:
+def run_dataflow(cfg: DistillConfig, out: str | Path) -> dict:
     """Run (or resume) the job into `out`; returns the stats written to `out/stats.json`.
 
     Raises `TeacherFailureError` (after writing the stats) when too many rows failed in the teacher.

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from sdd_ray.config import ModelSpec
-from sdd_ray.train.config import LoraSpec
+from sdd_ray.finetune.config import LoraSpec
 
 
 def apply_lora(model, lora: LoraSpec):

@@ -12,9 +12,9 @@ import shutil
 import time
 from pathlib import Path
 
+from sdd_ray.finetune.config import FinetuneConfig
+from sdd_ray.finetune.loop import EXPORT_DIR, STATE_FILE
 from sdd_ray.io import save_figure, write_json
-from sdd_ray.train.config import FinetuneConfig
-from sdd_ray.train.loop import EXPORT_DIR, STATE_FILE
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
@@ -74,8 +74,8 @@ def collect_metrics(cfg: FinetuneConfig, checkpoint_dir: Path, wall_seconds: flo
 
 def run_finetune(cfg: FinetuneConfig, out: str | Path, overwrite: bool = False) -> dict:
     """Fine-tune `cfg.model` on `cfg.data` into `out`; returns the `train_metrics.json` content."""
-    from sdd_ray.train.guard import claim_finetune_out
-    from sdd_ray.train.trainer import fit
+    from sdd_ray.finetune.guard import claim_finetune_out
+    from sdd_ray.finetune.trainer import fit
 
     out = Path(out)
     claim_finetune_out(cfg, out, overwrite)  # never over an input or a foreign folder; resume only the same run

@@ -8,11 +8,17 @@ import pytest
 import torch
 
 from sdd_ray.config import ConfigError, ModelSpec, validate_config
-from sdd_ray.train.config import FinetuneConfig, LoraSpec
-from sdd_ray.train.data import (
-    IGNORE_INDEX, DataError, check_columns, encode_row, epoch_plan, tokenize_rows, worker_slice,
+from sdd_ray.finetune.config import FinetuneConfig, LoraSpec
+from sdd_ray.finetune.data import (
+    IGNORE_INDEX,
+    DataError,
+    check_columns,
+    encode_row,
+    epoch_plan,
+    tokenize_rows,
+    worker_slice,
 )
-from sdd_ray.train.engines import cosine_schedule
+from sdd_ray.finetune.engines import cosine_schedule
 
 STEPS = 6
 
@@ -91,7 +97,7 @@ def test_config_rejects_impossible_combinations(tiny_llama):
 
 
 def test_resuming_refuses_checkpoints_of_a_different_run(tiny_llama, tmp_path):
-    from sdd_ray.train.trainer import check_resumable
+    from sdd_ray.finetune.trainer import check_resumable
 
     cfg = _config(tiny_llama, tmp_path)
     check_resumable(cfg, tmp_path / "run")
@@ -108,8 +114,8 @@ def test_missing_columns_name_what_exists():
 def test_lora_merged_export_gives_the_adapter_models_logits(tiny_llama, tmp_path):
     from transformers import AutoModelForCausalLM
 
+    from sdd_ray.finetune.export import apply_lora, export_model
     from sdd_ray.models import load_model
-    from sdd_ray.train.export import apply_lora, export_model
 
     torch.manual_seed(0)
     lora = LoraSpec(rank=4, alpha=8, dropout=0.0)
@@ -138,7 +144,7 @@ def test_lora_merged_export_gives_the_adapter_models_logits(tiny_llama, tmp_path
 
 @pytest.mark.timeout(120)
 def test_empty_and_column_less_data_fail_before_training(ray_local, tiny_llama, tmp_path):
-    from sdd_ray.train.trainer import load_checked_dataset
+    from sdd_ray.finetune.trainer import load_checked_dataset
 
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
@@ -159,7 +165,7 @@ def test_empty_and_column_less_data_fail_before_training(ray_local, tiny_llama, 
 @pytest.fixture(scope="module")
 def deepspeed_run(ray_local, tiny_llama, tmp_path_factory):
     """ZeRO-2 full fine-tuning that fails after step 4 and restarts from the step-3 checkpoint."""
-    from sdd_ray.train.run import run_finetune
+    from sdd_ray.finetune.run import run_finetune
 
     tmp = tmp_path_factory.mktemp("ds")
     cfg = _config(tiny_llama, tmp, strategy="deepspeed", zero_stage=2, fail_at_step=4, max_failures=1)
@@ -168,7 +174,7 @@ def deepspeed_run(ray_local, tiny_llama, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ddp_run(ray_local, tiny_llama, tmp_path_factory):
-    from sdd_ray.train.run import run_finetune
+    from sdd_ray.finetune.run import run_finetune
 
     tmp = tmp_path_factory.mktemp("ddp")
     return run_finetune(_config(tiny_llama, tmp, strategy="ddp"), tmp / "out"), tmp / "out"
@@ -221,7 +227,7 @@ def test_exported_model_reloads_with_transformers_alone(ddp_run, tiny_llama):
 def test_zero3_lora_runs_and_exports_a_merged_model(ray_local, tiny_llama, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from sdd_ray.train.run import run_finetune
+    from sdd_ray.finetune.run import run_finetune
 
     cfg = _config(tiny_llama, tmp_path, strategy="deepspeed", zero_stage=3, method="lora", lr=1e-2, max_steps=2,
                   checkpoint_every=0, save_adapter=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from sdd_ray.train.config import FinetuneConfig
+from sdd_ray.finetune.config import FinetuneConfig
 
 STATE_TAG = "state"  # DeepSpeed checkpoint tag: one fixed name, each Ray checkpoint holds one state
 

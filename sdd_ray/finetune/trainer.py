@@ -2,7 +2,7 @@
 
 The data set is read and checked on the driver (missing columns and empty data fail before any
 worker starts), materialized once, and handed to every worker unsplit: each worker takes its slice
-of a global batch plan itself (see `sdd_ray.train.loop`), which keeps step counts equal across
+of a global batch plan itself (see `sdd_ray.finetune.loop`), which keeps step counts equal across
 workers and the order identical on resume.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sdd_ray.config import ConfigError
-from sdd_ray.train.config import FinetuneConfig
-from sdd_ray.train.data import DataError, check_columns
+from sdd_ray.finetune.config import FinetuneConfig
+from sdd_ray.finetune.data import DataError, check_columns
 
 
 def toy_rows(source: str, limit: int | None) -> list[dict]:
@@ -77,7 +77,7 @@ def build_trainer(cfg: FinetuneConfig, storage_path: str | Path, dataset):
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from sdd_ray.train.loop import train_func
+    from sdd_ray.finetune.loop import train_func
 
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
     model = cfg.model
@@ -128,8 +128,8 @@ def fit(cfg: FinetuneConfig, storage_path: str | Path):
     import ray
     import ray.data
 
+    from sdd_ray.finetune.guard import check_usable_rows, check_workers
     from sdd_ray.models import load_tokenizer
-    from sdd_ray.train.guard import check_usable_rows, check_workers
 
     tokenizer = load_tokenizer(cfg.model)  # a missing model fails here, before any worker starts
     check_resumable(cfg, Path(storage_path).resolve() / cfg.run_name)

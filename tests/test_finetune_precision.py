@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sdd_ray.config import ModelSpec
-from sdd_ray.train.config import FinetuneConfig, LoraSpec
+from sdd_ray.finetune.config import FinetuneConfig, LoraSpec
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,8 @@ def _cfg(model, **overrides) -> FinetuneConfig:
 
 def _train_one_step(cfg: FinetuneConfig):
     """(engine, loss) after one optimizer step on a fixed random batch, built as `train_func` builds it."""
-    from sdd_ray.train.engines import build_engine, deepspeed_config
-    from sdd_ray.train.loop import _load_model, uses_bf16, weights_dtype
+    from sdd_ray.finetune.engines import build_engine, deepspeed_config
+    from sdd_ray.finetune.loop import _load_model, uses_bf16, weights_dtype
 
     device = torch.device("cpu")
     dtype = weights_dtype(cfg, device)
@@ -62,7 +62,7 @@ def _train_one_step(cfg: FinetuneConfig):
 def _export_and_reload(engine, cfg: FinetuneConfig, out):
     from transformers import AutoModelForCausalLM
 
-    from sdd_ray.train.export import export_model
+    from sdd_ray.finetune.export import export_model
 
     export_model(engine.export_state_dict(), cfg.model, out, lora=cfg.lora if cfg.method == "lora" else None,
                  dtype="bfloat16")
@@ -105,8 +105,8 @@ def test_bf16_full_fine_tuning_step_with_deepspeed(process_group, tiny_llama, tm
 
 @pytest.mark.timeout(180)
 def test_zero3_loads_partitioned_and_never_moves_the_model(process_group, tiny_llama, tmp_path, monkeypatch):
-    from sdd_ray.train.engines import deepspeed_config
-    from sdd_ray.train.loop import _load_model
+    from sdd_ray.finetune.engines import deepspeed_config
+    from sdd_ray.finetune.loop import _load_model
 
     cfg = _cfg(tiny_llama, strategy="deepspeed", zero_stage=3, method="lora")
     moves = []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from sdd_ray.finetune.config import FinetuneConfig
 from sdd_ray.guards import InputError, check_cluster_resources, check_out, claim_out, model_record, source_record
-from sdd_ray.train.config import FinetuneConfig
 
 OWN_FILES = ("train_metrics.json", "checkpoints")
 """Files that show a folder is an earlier `sdd-ray finetune` output (written before the stage marker existed)."""
@@ -14,7 +14,7 @@ OWN_FILES = ("train_metrics.json", "checkpoints")
 
 def resume_record(cfg: FinetuneConfig) -> dict:
     """What the run's weights depend on: the model's and the data's content, and the settings."""
-    from sdd_ray.train.trainer import RESUMABLE_CHANGES
+    from sdd_ray.finetune.trainer import RESUMABLE_CHANGES
 
     record = cfg.model_dump(mode="json", exclude=RESUMABLE_CHANGES | {"model", "data"})
     record["model"] = model_record(cfg.model)
@@ -25,7 +25,6 @@ def resume_record(cfg: FinetuneConfig) -> dict:
 def claim_finetune_out(cfg: FinetuneConfig, out: Path, overwrite: bool) -> None:
     """Refuse an `out` that is an input or a foreign folder, and a resume with other inputs (unless `overwrite`)."""
     from sdd_ray.guards import check_data_source
-
     from sdd_ray.models import check_model_exists
 
     check_out(out, "finetune", {"--model": cfg.model.path, "--data": cfg.data}, own_files=OWN_FILES)
@@ -45,7 +44,7 @@ def check_workers(cfg: FinetuneConfig) -> None:
 
 def check_usable_rows(cfg: FinetuneConfig, dataset, tokenizer) -> None:
     """At least one row survives tokenization (else every worker would fail with nothing to train on)."""
-    from sdd_ray.train.data import tokenize_rows
+    from sdd_ray.finetune.data import tokenize_rows
 
     reasons: dict[str, int] = {}
     for batch in dataset.iter_batches(batch_size=256, batch_format="pyarrow"):
