@@ -41,11 +41,11 @@ def timed(fn) -> tuple[float, object]:
 
 def measure(dtype: torch.dtype, rows: list[dict]) -> dict:
     from sdd_ray.config import ModelSpec
+    from sdd_ray.finetune.config import LoraSpec
+    from sdd_ray.finetune.export import apply_lora
     from sdd_ray.generation import continuation_logprobs, generate_texts
     from sdd_ray.models import load_model_and_tokenizer
     from sdd_ray.prompts import render_prompt
-    from sdd_ray.train.config import LoraSpec
-    from sdd_ray.train.export import apply_lora
 
     model, tokenizer = load_model_and_tokenizer(ModelSpec(path="smollm2-135m", dtype=str(dtype).removeprefix("torch.")))
     ids = torch.randint(100, 40000, (16, 256), generator=torch.Generator().manual_seed(0))
