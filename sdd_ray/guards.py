@@ -120,14 +120,10 @@ def claim_out(out: str | Path, stage: str, record: dict, overwrite: bool = False
             details = "; ".join(f"{key}: {_short(before.get(key))} -> {_short(record.get(key))}" for key in changed[:3])
             raise InputError(f"{out}: holds a {stage} run with other inputs or settings ({details}); "
                              "give --out a new folder, or pass --overwrite to start over")
-        if changed:
-            for name in clear:
-                target = out / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-    elif overwrite:
+        start_over = bool(changed)
+    else:
+        start_over = overwrite
+    if start_over:
         for name in clear:
             target = out / name
             if target.is_dir():
