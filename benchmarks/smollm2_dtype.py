@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from lora_step_dtype import step  # the same training step as the random-weights benchmark
 
 RESULTS = Path(__file__).parent / "results" / "smollm2_dtype.json"
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -65,15 +66,8 @@ def measure(dtype: torch.dtype, rows: list[dict]) -> dict:
     optimizer = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-4)
     batch = ids[:8]
 
-    def lora_step() -> float:
-        loss = lora(input_ids=batch, labels=batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.item()
-
-    lora_step()  # warm-up
-    step_s, _ = timed(lora_step)
+    step(lora, optimizer, batch)  # warm-up
+    step_s, _ = timed(lambda: step(lora, optimizer, batch))
     return {
         "forward_tokens_per_s": round(ids.numel() / forward_s, 1),
         "generate_tokens_per_s": round(new_tokens / generate_s, 1),
