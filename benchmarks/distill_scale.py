@@ -96,7 +96,9 @@ class LocalCluster:
         self.temp_dir = tempfile.mkdtemp(prefix="sdds", dir="/tmp")
         self.env = {**os.environ, "BASE_PORT": str(self.base), "RAY_TEMP_DIR": self.temp_dir,
                     "HEAD_CPUS": str(head_cpus), "WORKER_CPUS": str(worker_cpus),
-                    "RAY": str(Path(sys.executable).parent / "ray")}
+                    "RAY": str(Path(sys.executable).parent / "ray"),
+                    # Ray starts workers at nice 15: on a shared machine anything else would take their CPU
+                    "RAY_worker_niceness": os.environ.get("RAY_worker_niceness", "0")}
         self.script = str(REPO / "cluster" / "local_cluster.sh")
 
     def __enter__(self):
