@@ -11,7 +11,7 @@
 #
 # Settings (environment): BASE_PORT (26400; the cluster uses BASE_PORT..BASE_PORT+299),
 # RAY_TEMP_DIR (/tmp/sdd_ray_cluster; keep it short: Ray's socket paths must fit in 107 bytes),
-# HEAD_CPUS (1), WORKER_CPUS (1), WORKER_GPUS (0), RAY (the `ray` executable; default: .venv/bin/ray, else PATH),
+# HEAD_CPUS (1), WORKER_CPUS (1), WORKER_GPUS (0), RAY_num_workers_soft_limit (8), RAY (the `ray` executable; default: .venv/bin/ray, else PATH),
 # RAY_AUTH_MODE (`disabled`, or `token`: Ray's token, ~/.ray/auth_token or RAY_AUTH_TOKEN, required by both
 # nodes and every client). Set explicitly because `ray start --head` turns token auth on by itself whenever
 # ~/.ray/auth_token exists, and a second node started without it then cannot join. The dashboard and Jobs API
@@ -20,6 +20,10 @@ set -euo pipefail
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 # A generous worker start-up timeout: on a busy machine a worker process can take minutes to come up.
 export RAY_worker_register_timeout_seconds=${RAY_worker_register_timeout_seconds:-300}
+# Ray keeps at most one idle worker process per CPU and kills the rest: on 1-CPU nodes running many
+# fractional-CPU tasks (Ray Data's reads and per-batch functions) that means a new Python process
+# per task, seconds each. Keep a few idle workers per node instead.
+export RAY_num_workers_soft_limit=${RAY_num_workers_soft_limit:-8}
 
 BASE_PORT=${BASE_PORT:-26400}
 RAY_TEMP_DIR=${RAY_TEMP_DIR:-/tmp/sdd_ray_cluster}
