@@ -15,6 +15,7 @@ What it does, in order:
     .venv/bin/python benchmarks/distill_scale.py --rows 52000                  # the documented run
     .venv/bin/python benchmarks/distill_scale.py --rows 2000 --shard-rows 128 \\
         --results /tmp/scale.json --plot /tmp/scale.png                       # CI's small version
+    .venv/bin/python benchmarks/distill_scale.py --nodes --rows 3000 --repeats 2   # one vs two nodes
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "distill_scale.json"
+NODES_RESULTS = REPO / "benchmarks" / "results" / "distill_nodes.json"
 PLOT = REPO / "docs" / "img" / "distill_scale.png"
 BAD_KINDS = ("not_json", "missing_field", "duplicate_id", "over_context")
 
@@ -484,6 +486,54 @@ def committed_tokens_at(samples: list[dict], t: float) -> int:
     return max((s["tokens"] for s in samples if s["t"] <= t), default=0)
 
 
+def node_scaling(args) -> dict:
+    """The same rows on one generation actor (one node busy) and on two (one per node), one job each.
+
+    Rates come from the driver's own stats: tokens/s after the first generated batch (steady) and
+    end to end. Runs alternate 1, 2, 2, 1, ... so that drift in the machine's load cancels out.
+    """
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    input_path = work / "input.jsonl"
+    write_input(input_path, args.rows, 0)
+    order = [1, 2, 2, 1] * args.repeats
+    runs = []
+    with LocalCluster() as cluster:
+        for n, workers in enumerate(order[: 2 * args.repeats]):
+            out, config = work / f"out-{n}-{workers}w", work / f"distill-{n}.yaml"
+            config.write_text(json.dumps({"num_workers": workers, "cpus_per_worker": 0.75, "torch_threads": 1,
+                                          "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+                                          "shard_rows": args.shard_rows, "progress": False}))
+            job = cluster.client.submit_job(entrypoint=entrypoint(input_path, out, config),
+                                            runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+            status = finished(cluster.client, job, args.timeout)
+            if status != "SUCCEEDED":
+                raise RuntimeError(f"job {job} {status}:\n{cluster.client.get_job_logs(job)[-3000:]}")
+            stats = json.loads((out / "stats.json").read_text())
+            runs.append({"workers": workers, "rows": stats["rows_in"], "wall_s": stats["wall_s"],
+                         "tokens_per_s": stats["tokens_per_s"],
+                         "steady_tokens_per_s": stats["this_run"]["steady_tokens_per_s"],
+                         "first_output_s": stats["this_run"]["first_output_s"], "load_1min": os.getloadavg()[0]})
+            print(json.dumps(runs[-1]), flush=True)
+
+    def mean(workers: int, key: str) -> float:
+        values = [r[key] for r in runs if r["workers"] == workers]
+        return sum(values) / len(values)
+
+    result = {
+        "command": "python benchmarks/distill_scale.py " + " ".join(sys.argv[1:]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "cluster": "cluster/local_cluster.sh: head 1 CPU + worker node 1 CPU; actors 0.75 CPU, 1 torch thread",
+        "runs": runs,
+        "ratio_steady_2_vs_1_node": round(mean(2, "steady_tokens_per_s") / mean(1, "steady_tokens_per_s"), 3),
+        "ratio_end_to_end_2_vs_1_node": round(mean(2, "tokens_per_s") / mean(1, "tokens_per_s"), 3),
+        "target": "ratio_steady_2_vs_1_node >= 1.7",
+    }
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -501,7 +551,16 @@ def main() -> None:
     parser.add_argument("--work", default=str(REPO / "runs" / "distill-scale"), help="input and output folder")
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--plot", default=str(PLOT))
-    result = run_scale(parser.parse_args())
+    parser.add_argument("--nodes", action="store_true",
+                        help="instead: one vs two nodes on --rows valid rows (results: distill_nodes.json)")
+    parser.add_argument("--repeats", type=int, default=1, help="with --nodes: pairs of runs (1, 2, then 2, 1, ...)")
+    args = parser.parse_args()
+    if args.nodes:
+        if args.results == str(RESULTS):
+            args.results = str(NODES_RESULTS)
+        print(json.dumps(node_scaling(args), indent=1))
+        return
+    result = run_scale(args)
     summary = {k: result[k] for k in ("input", "stats_json", "check", "time_to_first_shard_s", "stop", "kill",
                                       "rows_per_s", "tokens_per_s_job_2_after_first_shard", "peak_rss_mib",
                                       "rss_growth")}
