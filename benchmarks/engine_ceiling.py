@@ -125,19 +125,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
+    import vllm
+
     torch.set_num_threads(args.threads)
     load = [round(os.getloadavg()[0], 2)]
     results = []
     for name in TEACHERS:
         results.append(measure(name, args.rows, args.max_new_tokens))
         load.append(round(os.getloadavg()[0], 2))
-    import vllm
+        write(args, vllm.__version__, load, results)  # after each model: a later failure keeps the earlier ones
+    print(args.out.read_text())
 
+
+def write(args, vllm_version: str, load: list[float], results: list[dict]) -> None:
     result = {
         "command": f"python benchmarks/engine_ceiling.py --rows {args.rows} --max-new-tokens {args.max_new_tokens} "
                    f"--threads {args.threads}",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "vllm": vllm.__version__, "load_average_1min": load},
+                    "vllm": vllm_version, "load_average_1min": load},
         "batch_size_hf": BATCH,
         "results": results,
         "notes": "forward = prompt tokens/s of one forward pass (the ceiling); *_vs_forward = greedy tokens/s over it. "
@@ -145,7 +150,6 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
