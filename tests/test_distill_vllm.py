@@ -1,6 +1,6 @@
-"""The `vllm` backend run for real: ray.data.llm with a CPU build of vLLM (opt-in: `make test-vllm`).
+"""The `vllm` backend run for real: ray.data.llm with a CPU build of vLLM (part of `make test`).
 
-Runs only where `vllm` imports (the `.venv-vllm` environment); elsewhere it is skipped. The job runs
+Runs only where `vllm` imports (`make setup` installs it); elsewhere it is skipped. The job runs
 as `python jobs/distill.py` in a subprocess because vLLM starts its engine in spawned processes,
 which re-import the main module (hence the `__main__` guard of the job script).
 """
@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 pytestmark = pytest.mark.vllm
-pytest.importorskip("vllm", reason="vLLM is not installed here; run `make test-vllm`")
+pytest.importorskip("vllm", reason="vLLM is not installed here (`make setup` installs it)")
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ def distill(
     task_kind: Annotated[str | None, typer.Option(help="math|mc|general, or auto (each row's own kind). [default: auto]")] = None,
     columns: Annotated[str | None, typer.Option(help="Column preset: auto, toy, gsm8k, alpaca, dolly, openmath. [default: auto]")] = None,
     split: Annotated[str | None, typer.Option(help="Split of a Hugging Face dataset. [default: train]")] = None,
-    backend: Annotated[str | None, typer.Option(help="hf (transformers, CPU or GPU) or vllm (ray.data.llm). [default: hf]")] = None,
+    backend: Annotated[str | None, typer.Option(help="vllm (ray.data.llm; vLLM's CUDA or CPU build), hf (transformers), or auto: vllm where vLLM is installed, else hf. [default: auto]")] = None,
     num_workers: Annotated[int | None, typer.Option(help="Generation actors (hf) or vLLM engines. [default: 1]")] = None,
     cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per hf actor; keep it fractional on small machines. [default: 0.5]")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Rows per generation batch. [default: 16]")] = None,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -20,14 +23,16 @@ class VLLMOptions(StrictModel):
     pipeline_parallel_size: int = Field(default=1, ge=1)
     max_model_len: int | None = Field(default=None, gt=0)
     """Context length the engine allocates for; default: the model's."""
-    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
-    """Fraction of GPU memory for weights + KV cache; on `device: cpu`, of host memory (set it low on shared hosts)."""
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    """Fraction of GPU memory for weights + KV cache; on `device: cpu`, of host memory, which the node shares
+    with everything else. Default: 0.9 on a GPU, 0.1 on the CPU."""
     max_concurrent_batches: int = Field(default=8, ge=1)
     """Batches in flight per engine, to hide per-batch tail latency."""
     accelerator_type: str | None = None
     """Pin engines to one GPU type (`H100`, `A100`), as Ray's accelerator labels name them."""
-    device: Literal["gpu", "cpu"] = "gpu"
-    """`cpu` runs engines on CPU-only nodes (a CPU build of vLLM) by giving each a CPU bundle."""
+    device: Literal["auto", "gpu", "cpu"] = "auto"
+    """`cpu` runs engines on CPU-only nodes (a CPU build of vLLM) by giving each a CPU bundle.
+    `auto`: `gpu` when the Ray cluster has GPUs, else `cpu`."""
     cpus_per_engine: float = Field(default=1.0, gt=0)
     """CPUs reserved per engine when `device` is `cpu`."""
     cpus_per_stage: float = Field(default=0.25, gt=0)
@@ -47,8 +52,9 @@ class DistillConfig(StrictModel):
     """How answers are checked. `auto`: each row's `kind` (toy rows carry one; gsm8k/openmath are math), else general."""
     templates: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
     """Rewrite template per kind: a built-in name (general, math, mc) or a file path with `{instruction}` and `{reference}`."""
-    backend: Literal["hf", "vllm"] = "hf"
-    """`hf`: transformers `generate` in a Ray actor pool (CPU or GPU); `vllm`: `ray.data.llm` (GPU clusters)."""
+    backend: Literal["auto", "hf", "vllm"] = "auto"
+    """`hf`: transformers `generate` in a Ray actor pool; `vllm`: `ray.data.llm` (vLLM's CUDA or CPU build).
+    `auto`: `vllm` where vLLM imports, else `hf` (see `resolve_backend`)."""
     num_workers: int = Field(default=1, ge=1)
     """Generation actors (hf) or vLLM engines (vllm)."""
     cpus_per_worker: float = Field(default=0.5, gt=0)
@@ -79,3 +85,27 @@ class DistillConfig(StrictModel):
         if unknown:
             raise ValueError(f"unknown kind(s) {unknown}; kinds are {sorted(DEFAULT_TEMPLATES)}")
         return {**DEFAULT_TEMPLATES, **templates}
+
+
+def word_level_tokenizer(model_path: str) -> bool:
+    """Whether a local checkpoint's tokenizer is word-level (the toy tokenizer): its tokens carry no spaces and
+    its decoder joins them with one, which vLLM's incremental detokenizer does not, so vLLM's texts differ."""
+    tokenizer = Path(model_path) / "tokenizer.json"
+    return tokenizer.is_file() and json.loads(tokenizer.read_text()).get("model", {}).get("type") == "WordLevel"
+
+
+def resolve_backend(cfg: DistillConfig) -> DistillConfig:
+    """`cfg` with `backend: auto` made concrete: `vllm` where vLLM imports (found, not imported: that takes
+    seconds), unless the teacher's tokenizer is word-level, whose texts only transformers decodes as the
+    tokenizer does; `hf` otherwise. A model vLLM cannot load fails at engine start: set `backend: hf`."""
+    if cfg.backend != "auto":
+        return cfg
+    vllm = importlib.util.find_spec("vllm") is not None and not word_level_tokenizer(cfg.teacher.path)
+    return cfg.model_copy(update={"backend": "vllm" if vllm else "hf"})
+
+
+def resolve_engine_device(options: VLLMOptions, cluster_gpus: float) -> VLLMOptions:
+    """`options` with `device` and `gpu_memory_utilization` made concrete for a cluster with `cluster_gpus` GPUs."""
+    device = options.device if options.device != "auto" else ("gpu" if cluster_gpus > 0 else "cpu")
+    memory = options.gpu_memory_utilization or (0.9 if device == "gpu" else 0.1)
+    return options.model_copy(update={"device": device, "gpu_memory_utilization": memory})

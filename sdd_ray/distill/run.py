@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdd_ray.distill.config import DistillConfig
+from sdd_ray.distill.config import DistillConfig, resolve_backend
 
 OWN_FILES = ("data", "shards", "rejected.jsonl", "stats.json")
 """What the stage writes into its folder (removed by `overwrite`)."""
@@ -28,16 +28,17 @@ def run_distill(cfg: DistillConfig, out: str | Path, overwrite: bool = False) ->
 
     Writes `out/data/*.parquet`, `out/rejected.jsonl` and `out/stats.json`; returns the stats. A
     folder written by another teacher, other data or other settings is refused (`overwrite`: start over).
+    `backend: auto` is resolved first, so the folder records the engine that wrote its rows.
     """
     from sdd_ray.distill.dataflow import run_dataflow
     from sdd_ray.guards import check_data_source, check_out, claim_out
-    from sdd_ray.models import as_spec
+    from sdd_ray.models import as_spec, check_model_exists, load_tokenizer
 
     check_out(out, "distill", {"--data": cfg.data.source, "--teacher": cfg.teacher.path}, own_files=OWN_FILES[1:])
     check_data_source(cfg.data.source)
+    check_model_exists(as_spec(cfg.teacher))  # a missing teacher fails here, before Ray starts; GGUF converts
+    cfg = resolve_backend(cfg)
     if cfg.backend == "hf":
-        from sdd_ray.models import load_tokenizer
-
-        load_tokenizer(as_spec(cfg.teacher))  # a missing teacher fails here, before Ray starts
+        load_tokenizer(as_spec(cfg.teacher))
     claim_out(out, "distill", resume_record(cfg), overwrite, clear=OWN_FILES)
     return run_dataflow(cfg, out)

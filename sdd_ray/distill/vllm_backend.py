@@ -4,9 +4,9 @@ The production path on GPU clusters: each of `num_workers` engines holds the tea
 `tensor_parallel_size` GPUs, and Ray Data streams batches of `batch_size` prompts to them. Nothing
 here imports vLLM; `ray.data.llm` imports it inside the engine actors.
 
-On CPU-only nodes (`vllm.device: cpu`, a CPU build of vLLM) each engine is given a CPU bundle
-instead of a GPU: without it, Ray Data LLM reserves `num_gpus = tp * pp` for the engine actor and a
-CPU-only cluster never schedules it.
+On CPU-only nodes (`vllm.device: cpu`, or `auto` on a cluster without GPUs; a CPU build of vLLM)
+each engine is given a CPU bundle instead of a GPU: without it, Ray Data LLM reserves
+`num_gpus = tp * pp` for the engine actor and a CPU-only cluster never schedules it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from sdd_ray.distill.config import DistillConfig
+from sdd_ray.distill.config import DistillConfig, resolve_engine_device
 from sdd_ray.distill.schema import GENERATED, PREPARED, to_table
 
 # Set by ray.data.llm on rows whose inference failed (with `should_continue_on_error`): "Type: message".
@@ -26,9 +26,9 @@ ERROR_COLUMN = "__inference_error__"
 PROMPT_TOO_LONG = "is longer than the maximum model length"  # vLLM's input validation error
 
 
-def engine_kwargs(cfg: DistillConfig) -> dict[str, Any]:
+def engine_kwargs(cfg: DistillConfig, cluster_gpus: float) -> dict[str, Any]:
     """`vllm.EngineArgs` for the teacher: parallelism and memory from `cfg.vllm`, then its `engine_kwargs`."""
-    options = cfg.vllm
+    options = resolve_engine_device(cfg.vllm, cluster_gpus)
     kwargs: dict[str, Any] = {
         "tensor_parallel_size": options.tensor_parallel_size,
         "pipeline_parallel_size": options.pipeline_parallel_size,
@@ -56,11 +56,12 @@ def has_chat_template(model_path: str) -> bool:
     return config.is_file() and bool(json.loads(config.read_text()).get("chat_template"))
 
 
-def processor_config(cfg: DistillConfig):
-    """The `ray.data.llm.vLLMEngineProcessorConfig` of `cfg` (raises ImportError without ray[llm])."""
+def processor_config(cfg: DistillConfig, cluster_gpus: float):
+    """The `ray.data.llm.vLLMEngineProcessorConfig` of `cfg` on a cluster with `cluster_gpus` GPUs
+    (raises ImportError without ray[llm])."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
-    options = cfg.vllm
+    options = resolve_engine_device(cfg.vllm, cluster_gpus)
     extra: dict[str, Any] = {}
     if options.device == "cpu":
         bundles = [{"CPU": options.cpus_per_engine}] * (options.tensor_parallel_size * options.pipeline_parallel_size)
@@ -69,7 +70,7 @@ def processor_config(cfg: DistillConfig):
         extra["accelerator_type"] = options.accelerator_type
     return vLLMEngineProcessorConfig(
         model_source=cfg.teacher.path,
-        engine_kwargs=engine_kwargs(cfg),
+        engine_kwargs=engine_kwargs(cfg, cluster_gpus),
         concurrency=cfg.num_workers,
         batch_size=cfg.batch_size,
         max_concurrent_batches=options.max_concurrent_batches,
@@ -116,10 +117,11 @@ def rewrite_with_vllm(ds, cfg: DistillConfig):
     """Generate the rewrites of `ds` (prepared rows) with `ray.data.llm`; returns rows with GENERATED columns."""
     from functools import partial
 
+    import ray
     from ray.data.llm import build_processor
 
     processor = build_processor(
-        processor_config(cfg),
+        processor_config(cfg, ray.cluster_resources().get("GPU", 0)),
         preprocess=partial(request, max_new_tokens=cfg.max_new_tokens, chat=has_chat_template(cfg.teacher.path)),
         preprocess_map_kwargs={"num_cpus": 0.25},
     )

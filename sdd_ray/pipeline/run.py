@@ -83,7 +83,7 @@ def check_run_resources(cfg: RunConfig) -> None:
     if cfg.finetune is not None and cfg.runs("finetune"):
         check_cluster_resources("finetune", cfg.finetune.num_workers, cfg.finetune.cpus_per_worker,
                                 1.0 if cfg.finetune.use_gpu else 0.0, "finetune.num_workers or finetune.cpus_per_worker")
-    if cfg.distill is not None and cfg.runs("distill") and cfg.distill.backend == "hf":
+    if cfg.distill is not None and cfg.runs("distill") and cfg.distill.backend != "vllm":  # `auto` may be hf
         check_cluster_resources("distill", cfg.distill.num_workers, cfg.distill.cpus_per_worker,
                                 cfg.distill.gpus_per_worker, "distill.num_workers or distill.cpus_per_worker")
 

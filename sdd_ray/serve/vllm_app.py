@@ -62,6 +62,6 @@ def build_vllm_app(cfg: ServeConfig):
         from ray.serve.llm import build_openai_app
     except ImportError as error:
         raise VLLMUnavailableError(
-            f"--engine vllm needs vLLM on the cluster (`pip install 'sdd_ray[gpu]'`, GPU nodes): {error}"
+            f"--engine vllm needs vLLM on the cluster (`make setup` installs it; `pip install 'sdd_ray[gpu]'` on GPU nodes): {error}"
         ) from None
     return build_openai_app(args)

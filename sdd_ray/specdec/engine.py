@@ -15,6 +15,7 @@ same sampling code, one token per forward pass.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -152,15 +153,22 @@ def _new_cache(model):
     return DynamicCache(config=model.config)
 
 
+def _cache_keyword(model) -> str:
+    """`cache` (transformers >= 5.20) or `past_key_values` (earlier; vLLM 0.32 pins transformers < 5.20).
+
+    An unknown keyword would vanish into the model's `**kwargs` and decoding would run without a cache.
+    """
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def _forward(model, cache, new_ids: list[int], keep: int = 1) -> torch.Tensor:
     """Logits (keep, V) of the last `keep` of `new_ids`, appended to what `cache` holds; the cache grows.
 
-    `cache=` is the transformers >= 5.2x name of `past_key_values`; `logits_to_keep` skips the LM head
-    on positions nobody reads (the prompt, during the first verification).
+    `logits_to_keep` skips the LM head on positions nobody reads (the prompt, during the first verification).
     """
     device = next(model.parameters()).device
     input_ids = torch.tensor([new_ids], dtype=torch.long, device=device)
-    out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=keep)
+    out = model(input_ids=input_ids, **{_cache_keyword(model): cache}, use_cache=True, logits_to_keep=keep)
     return out.logits[0].float().cpu()  # (keep, V)
 
 
