@@ -16,8 +16,8 @@ from sdd_ray.data import (
     content_id,
     load_rows,
     parse_record,
-    toy_records,
 )
+from sdd_ray.toy.sources import toy_records
 
 
 def write_jsonl(path, lines):

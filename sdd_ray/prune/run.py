@@ -78,7 +78,7 @@ def calibrate(cfg: PruneConfig, num_layers: int, context: int | None):
     from sdd_ray.prune.calibrate import calibration_sums, check_lengths
     from sdd_ray.prune.data import load_calibration_texts
 
-    texts = load_calibration_texts(cfg.calib, cfg.text_field, cfg.num_samples, cfg.calib_split)
+    texts = load_calibration_texts(cfg.calib, cfg.text_field, cfg.num_samples)
     tokenizer = load_tokenizer(cfg.model)
     check_lengths(tokenizer, texts, cfg.max_length, context)
     if cfg.num_workers == 0:
@@ -106,7 +106,7 @@ def run_prune(cfg: PruneConfig, out: str | Path) -> dict:
     except ValueError as error:
         raise ConfigError(f"prune.block_size: {error}") from None
     _check_architecture(config, cfg.model.trust_remote_code)
-    check_out(out, "prune", {"--model": cfg.model.path, "--calib": cfg.calib}, own_files=(PRUNING_JSON,))
+    check_out(out, "prune", {"--model": cfg.model.path, "--calib": cfg.calib.source}, own_files=(PRUNING_JSON,))
     tmp = _prepare_out(out)
 
     started = time.perf_counter()
@@ -132,7 +132,7 @@ def run_prune(cfg: PruneConfig, out: str | Path) -> dict:
         "chosen": chosen,
         "num_layers_before": num_layers,
         "num_layers_after": num_layers - len(removed),
-        "calibration": {"source": cfg.calib, "samples": samples, "max_length": cfg.max_length,
+        "calibration": {"source": cfg.calib.source, "split": cfg.calib.split, "samples": samples, "max_length": cfg.max_length,
                         "num_workers": cfg.num_workers, "seconds": round(calibration_s, 3)},
         "distances": {str(n): [float(d) for d in row] for n, row in distances.items()},
     }
