@@ -1,9 +1,9 @@
 """Typed configuration: a strict pydantic base, the shared model spec, and YAML loading.
 
 Every stage has its own config model (`sdd_ray/<stage>/config.py`); the whole run composes them
-(`sdd_ray.pipeline.config.RunConfig`). The CLI goes YAML (or flags) -> validated config ->
-`run_<stage>(cfg)`, and a bad config fails before any work starts, naming the file, the field and
-the reason.
+(`sdd_ray.pipeline.config.RunConfig`). Every command goes YAML, then the flags typed on the command
+line, -> validated config -> `run_<stage>(cfg)` through one loader (`load_config`), and a bad config
+fails before any work starts, naming the file, the field and the reason.
 """
 
 from __future__ import annotations

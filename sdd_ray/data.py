@@ -31,12 +31,13 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from sdd_ray.answers import KINDS
 from sdd_ray.config import StrictModel
 
 log = logging.getLogger(__name__)
 
-KINDS = ("math", "mc", "general")
 CANONICAL = ("id", "task", "kind", "instruction", "input", "response")
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 class ColumnMap(StrictModel):
@@ -67,7 +68,7 @@ PRESET_KIND = {"gsm8k": "math", "openmath": "math", "alpaca": "general", "dolly"
 
 
 class DataSpec(StrictModel):
-    """A fine-tuning data set: its source, its column mapping, and how much of it to use."""
+    """A data set as every stage takes it: its source, split, column mapping, and how much of it to use."""
 
     source: str
     """`toy:<task>[,<task>]|toy:all`, a local .jsonl/.json/.parquet file or directory, or a HF dataset name[:config]."""
@@ -128,13 +129,12 @@ def source_type(source: str) -> str:
     return "hf"
 
 
-DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
-
-
 def data_folder(path: Path) -> Path:
-    """The folder holding a local source's files: a distillation output's `data/`, else the folder itself."""
-    if path.is_dir() and (path / "data").is_dir() and not any(p.suffix in DATA_SUFFIXES for p in path.iterdir()):
-        return path / "data"
+    """The folder holding a local source's files: a `data/` subfolder with data files (a distillation
+    output keeps its rows there, beside `stats.json` and `rejected.jsonl`), else the folder itself."""
+    rows = path / "data"
+    if rows.is_dir() and any(p.suffix in DATA_SUFFIXES for p in rows.iterdir()):
+        return rows
     return path
 
 
@@ -149,8 +149,9 @@ def preset_name(spec: DataSpec) -> str | None:
     kind = source_type(spec.source)
     if kind == "toy":
         return "toy"
-    # a local source by its own name only: a folder such as runs/gsm8k/distill must not pick a preset
-    lowered = (spec.source if kind == "hf" else Path(spec.source).name).lower()
+    # a local file by its own name only: a folder (runs/gsm8k-sdd, a distillation output) picks no preset
+    path = Path(spec.source)
+    lowered = (spec.source if kind == "hf" else path.name if path.is_file() else "").lower()
     return next((name for name in PRESETS if name in lowered), None)
 
 
