@@ -9,12 +9,12 @@ architecture, calibration data, lengths) runs before the weights are loaded.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 from sdd_ray.config import ConfigError
 from sdd_ray.guards import check_out
+from sdd_ray.io import publish_dir, staging_dir
 from sdd_ray.prune.config import PruneConfig, check_block_size
 
 PRUNING_JSON = "pruning.json"
@@ -49,17 +49,7 @@ def _prepare_out(out: Path) -> Path:
     """A fresh temporary sibling of `out`; refuses to later replace a directory that is not a pruning output."""
     if out.exists() and any(out.iterdir()) and not (out / PRUNING_JSON).is_file():
         raise ConfigError(f"--out {out}: exists and is not a pruning output; choose an empty or new directory")
-    tmp = out.parent / f".{out.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    return staging_dir(out)
 
 
 def _surgery_spec(cfg: PruneConfig, config):
@@ -141,5 +131,5 @@ def run_prune(cfg: PruneConfig, out: str | Path) -> dict:
                    tmp / DISTANCES_PNG, cfg.metric,
                    chosen=(chosen["start_layer"], cfg.block_size) if chosen else None,
                    title=f"{Path(cfg.model.path).name}: {cfg.metric}, {samples} samples")
-    _publish(tmp, out)
+    publish_dir(tmp, out)
     return report
