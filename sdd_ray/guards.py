@@ -63,11 +63,6 @@ def fingerprint(path: str | Path) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def same_path(a: str | Path, b: str | Path) -> bool:
-    """Whether two local paths name the same file or folder (`m`, `./m/` and `/abs/m` are one)."""
-    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-
-
 def _overlaps(out: Path, source: Path) -> bool:
     out, source = out.expanduser().resolve(), source.expanduser().resolve()
     return out == source or source in out.parents or out in source.parents
