@@ -88,9 +88,9 @@ def main() -> None:
 
     import os
 
-    import ray
+    from sdd_ray.runtime import connect
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    connect(num_cpus=os.cpu_count(), log_to_driver=False)
     load_start = round(os.getloadavg()[0], 2)  # the machine is shared: record how busy it was
     prompts = prompts_for(args.source, args.rows)
     common = (args.batch_size, args.max_new_tokens)

@@ -57,15 +57,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    from sdd_ray.data import DataSpec
     from sdd_ray.models import as_spec, load_model_and_tokenizer
     from sdd_ray.prune.calibrate import calibration_sums, tokenize
-    from sdd_ray.prune.data import toy_texts
+    from sdd_ray.prune.data import load_calibration_texts
     from sdd_ray.prune.surgery import find_decoder_layers
 
     spec = as_spec(args.model)
     model, tokenizer = load_model_and_tokenizer(spec)
     num_layers = len(find_decoder_layers(model)[1])
-    texts = toy_texts(args.samples)
+    texts = load_calibration_texts(DataSpec(source="toy:all", split="calibration"), num_samples=args.samples)
     # The same length-sorted batches that calibration_sums forms.
     lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
     ordered = [texts[i] for i in sorted(range(len(texts)), key=lengths.__getitem__)]
@@ -86,8 +87,9 @@ def main() -> None:
         import ray
 
         from sdd_ray.prune.ray_calibration import calibration_sums_ray
+        from sdd_ray.runtime import connect
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        connect(num_cpus=2, log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         seconds.update(best_of(args.ray_repeats, {"ray_data_1_worker": lambda: calibration_sums_ray(
             spec, texts, num_layers, None, args.batch_size, "angular", num_workers=1, cpus_per_worker=1.0)}))

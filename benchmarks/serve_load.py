@@ -55,9 +55,11 @@ def start_ray(attempts: int = 3) -> None:
     shared machine can miss."""
     import ray
 
+    from sdd_ray.runtime import connect
+
     for attempt in range(attempts):
         try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            connect(num_cpus=2, log_to_driver=False)
             return
         except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception for this timeout
             if "timed out during startup" not in str(error) or attempt == attempts - 1:
@@ -88,13 +90,14 @@ def main() -> None:
     from ray import serve
 
     from sdd_ray.config import validate_config
+    from sdd_ray.data import DataSpec
     from sdd_ray.prompts import instruction_prompt
     from sdd_ray.serve.app import build_app
     from sdd_ray.serve.config import ServeConfig
     from sdd_ray.specdec.run import load_prompts
 
     torch.set_num_threads(1)
-    prompts = [instruction_prompt(instruction, input) for instruction, input in load_prompts("toy:all", 24)]
+    prompts = [instruction_prompt(instruction, input) for instruction, input in load_prompts(DataSpec(source="toy:all", split="test", limit=24))]
     with tempfile.TemporaryDirectory() as workdir:
         target, draft, pair = prepare_pair(args.target, args.draft, Path(workdir))
         with socket.socket() as s:

@@ -77,6 +77,7 @@ def main() -> None:
 
     import tempfile
 
+    from sdd_ray.data import DataSpec
     from sdd_ray.prompts import prompt_token_ids
     from sdd_ray.specdec.engine import DecodeMetrics, SpeculativeDecoder, target_only_generate
     from sdd_ray.specdec.run import load_prompts
@@ -89,7 +90,7 @@ def main() -> None:
     draft.generation_config.num_assistant_tokens_schedule = "constant"
     draft.generation_config.assistant_confidence_threshold = 0.0
     decoder = SpeculativeDecoder(target, draft, args.k, eos)
-    prompts = load_prompts("toy:all", args.prompts)
+    prompts = load_prompts(DataSpec(source="toy:all", split="test", limit=args.prompts))
 
     def hf(ids: list[int], assisted: bool) -> list[int]:
         input_ids = torch.tensor([ids])

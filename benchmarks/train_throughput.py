@@ -83,7 +83,7 @@ def ray_run(model_path: str, rows: int, batch_size: int, steps: int, workers: in
     from sdd_ray.finetune.config import FinetuneConfig
     from sdd_ray.finetune.run import run_finetune
 
-    cfg = FinetuneConfig(model=ModelSpec(path=model_path), data=DATA, data_limit=rows, strategy=strategy,
+    cfg = FinetuneConfig(model=ModelSpec(path=model_path), data={"source": DATA, "limit": rows}, strategy=strategy,
                          method="full", num_workers=workers, cpus_per_worker=1, batch_size=batch_size,
                          max_steps=steps, lr=1e-3, warmup_ratio=0.0, log_every=10)
     out = tmp / f"{strategy}-{workers}w"
@@ -107,7 +107,9 @@ def main() -> None:
 
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    from sdd_ray.runtime import connect
+
+    connect(num_cpus=2, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_path = bench_model(args.model, tmp)

@@ -12,15 +12,7 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
-from sdd_ray.config import ConfigError
-from sdd_ray.evaluate.cli import evaluate
-from sdd_ray.models import ModelNotFoundError
+from sdd_ray.cli import main
 
 if __name__ == "__main__":
-    try:
-        typer.run(evaluate)
-    except (ConfigError, ModelNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    main(["evaluate", *sys.argv[1:]])

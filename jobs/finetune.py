@@ -16,5 +16,4 @@ import sys
 from sdd_ray.cli import main
 
 if __name__ == "__main__":
-    sys.argv.insert(1, "finetune")  # the `sdd-ray finetune` command, with its error handling
-    main()
+    main(["finetune", *sys.argv[1:]])

@@ -9,9 +9,9 @@ one output shard), so it runs where the job's driver runs and needs the parents 
 
 from __future__ import annotations
 
-import typer
+import sys
 
-from sdd_ray.merge.cli import merge
+from sdd_ray.cli import main
 
 if __name__ == "__main__":
-    typer.run(merge)
+    main(["merge", *sys.argv[1:]])

@@ -11,5 +11,4 @@ import sys
 from sdd_ray.cli import main
 
 if __name__ == "__main__":
-    sys.argv.insert(1, "specdec")  # the CLI's error handling: config errors -> one line, exit 2
-    main()
+    main(["specdec", *sys.argv[1:]])

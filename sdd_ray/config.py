@@ -1,15 +1,16 @@
 """Typed configuration: a strict pydantic base, the shared model spec, and YAML loading.
 
 Every stage has its own config model (`sdd_ray/<stage>/config.py`); the whole run composes them
-(`sdd_ray.pipeline.config.RunConfig`). The CLI goes YAML (or flags) -> validated config ->
-`run_<stage>(cfg)`, and a bad config fails before any work starts, naming the file, the field and
-the reason.
+(`sdd_ray.pipeline.config.RunConfig`). Every command goes YAML, then the flags typed on the command
+line, -> validated config -> `run_<stage>(cfg)` through one loader (`load_config`), and a bad config
+fails before any work starts, naming the file, the field and the reason.
 """
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -98,11 +99,46 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(cls: type[C], path: str | Path, overrides: dict | None = None) -> C:
-    """Load `cls` from a YAML file, with optional top-level `overrides`."""
-    data = read_yaml(path)
-    data.update(overrides or {})
-    return validate_config(cls, data, str(path), context={"config_dir": str(Path(path).parent)})
+def _nested_model(cls: type[BaseModel] | None, name: str) -> type[BaseModel] | None:
+    """The config model of field `name` of `cls` (`lora` -> LoraSpec), if it is one."""
+    if cls is None or name not in cls.model_fields:
+        return None
+    annotation = cls.model_fields[name].annotation
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def apply_overrides(cls: type[BaseModel], data: dict, overrides: dict[str, Any]) -> dict:
+    """`data` with `overrides` set on top; dotted keys reach nested fields (`lora.rank`).
+
+    A nested config written in its short form (`data: toy:all`) is expanded first, so that
+    `data.limit` adds to it instead of replacing it.
+    """
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        level, model = data, cls
+        for key in parents:
+            model = _nested_model(model, key)
+            current = level.get(key)
+            if not isinstance(current, dict):
+                short = current is not None and model is not None
+                current = model.model_validate(current).model_dump(exclude_unset=True) if short else {}
+                level[key] = current
+            level = current
+        level[leaf] = value
+    return data
+
+
+def load_config(cls: type[C], path: str | Path | None, overrides: dict[str, Any] | None = None) -> C:
+    """The one way a command builds its config: a YAML file (optional) with `overrides` (flags) on top.
+
+    Errors name the file, or `command line` when there is none, and the field.
+    """
+    data = read_yaml(path) if path is not None else {}
+    apply_overrides(cls, data, overrides or {})
+    return validate_config(cls, data, str(path) if path is not None else "command line")
 
 
 def dump_config(config: BaseModel, path: str | Path) -> None:

@@ -20,6 +20,8 @@ import os
 import shutil
 from pathlib import Path
 
+from sdd_ray.io import publish_dir, staging_dir
+
 GGUF_MAGIC = b"GGUF"
 
 PACKAGED_MODELS = {
@@ -174,14 +176,10 @@ def convert_gguf(source: str | Path, dtype: str = "bfloat16", out: str | Path | 
     with FileLock(str(locks / hashlib.sha256(str(target.resolve()).encode()).hexdigest()[:16]) + ".lock"):
         if (target / CONVERSION_RECORD).is_file():
             return target
-        staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+        staging = staging_dir(target)
         try:
             _write_checkpoint(source, dtype, staging)
-            if target.exists():
-                target.rmdir()
-            os.replace(staging, target)
+            publish_dir(staging, target)  # `target` is absent or empty here (checked above)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -5,9 +5,12 @@ gets the same `id`, the same task name and the same verdict everywhere. A row in
 schema is `{id, task, kind, instruction, input, response}`, all strings; `kind` is the task kind
 (`math`, `mc`, `general`) when the source says it, else "".
 
-Sources (`DataSpec.source`):
-- `toy:arith`, `toy:facts`, `toy:instruct`, `toy:all`: the toy fine-tuning split (`sdd_ray.toy.tasks`);
-- a local `*.jsonl` / `*.json` (one JSON object per line) or `*.parquet` file or directory;
+Sources (`DataSpec.source`, one syntax on every command line and in every config; a plain string
+stands for `{source: ...}`):
+- `toy:arith`, `toy:facts`, `toy:instruct`, `toy:arith,facts`, `toy:all`: the toy world, its split
+  chosen by `split` (`sdd_ray.toy.sources`: train = the fine-tuning split, test, calibration);
+- a local `*.jsonl` / `*.json` (one JSON object per line) or `*.parquet` file or directory (a
+  distillation output's `data/` folder included);
 - anything else is a Hugging Face dataset name (`openai/gsm8k`, config after a colon: `openai/gsm8k:main`).
   Where a local copy of a hub data set exists (`local_copy`: `$SDD_RAY_DATA_DIR`, else a `shared/data`
   folder beside the repository), it is read instead of the hub, in the same layout.
@@ -26,15 +29,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
+from sdd_ray.answers import KINDS
 from sdd_ray.config import StrictModel
 
 log = logging.getLogger(__name__)
 
-KINDS = ("math", "mc", "general")
-DEFAULT_TOY_ROWS = 1000  # rows per toy task when no limit is given
 CANONICAL = ("id", "task", "kind", "instruction", "input", "response")
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 class ColumnMap(StrictModel):
@@ -65,18 +68,50 @@ PRESET_KIND = {"gsm8k": "math", "openmath": "math", "alpaca": "general", "dolly"
 
 
 class DataSpec(StrictModel):
-    """A fine-tuning data set: its source, its column mapping, and how much of it to use."""
+    """A data set as every stage takes it: its source, split, column mapping, and how much of it to use."""
 
     source: str
-    """`toy:arith|facts|instruct|all`, a local .jsonl/.json/.parquet file or directory, or a HF dataset name."""
+    """`toy:<task>[,<task>]|toy:all`, a local .jsonl/.json/.parquet file or directory, or a HF dataset name[:config]."""
     columns: str | ColumnMap = "auto"
     """A preset (toy, gsm8k, alpaca, dolly, openmath), an explicit mapping, or `auto` (guessed from the source name)."""
     split: str = "train"
-    """Split of a Hugging Face dataset."""
+    """Split of a Hugging Face dataset; of a toy source: train (fine-tuning), test or calibration."""
     task: str | None = None
     """Task name for rows without a task column (default: the preset name, else `default`)."""
     limit: int | None = Field(default=None, gt=0)
-    """Use only the first `limit` rows (for toy:all, rows are interleaved across tasks first)."""
+    """Use only the first `limit` rows (for toy sources, rows are interleaved across tasks first)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data):
+        """`"openai/gsm8k:main"` is short for `{source: "openai/gsm8k:main"}`."""
+        return {"source": data} if isinstance(data, str) else data
+
+    @field_validator("source")
+    @classmethod
+    def _known_toy_tasks(cls, source: str) -> str:
+        if source.startswith("toy:"):
+            from sdd_ray.toy.sources import toy_tasks  # the toy world is imported only for a toy source
+
+            toy_tasks(source)
+        return source
+
+
+def with_split(value: Any, split: str, toy_only: bool = False) -> Any:
+    """A DataSpec value (a string or a mapping) with a stage's own default `split` when it names none.
+
+    Specdec measures on `test`; pruning calibrates toy sources on their `calibration` split.
+    """
+    spec = {"source": value} if isinstance(value, str) else value
+    if not isinstance(spec, dict) or "split" in spec or (toy_only and not str(spec.get("source", "")).startswith("toy:")):
+        return value
+    return {**spec, "split": split}
+
+
+def capped(spec: DataSpec, limit: int | None) -> DataSpec:
+    """`spec` reading at most `limit` rows as well as at most its own `limit` (a stage's sample size)."""
+    limits = [n for n in (spec.limit, limit) if n is not None]
+    return spec.model_copy(update={"limit": min(limits) if limits else None})
 
 
 def source_type(source: str) -> str:
@@ -86,11 +121,21 @@ def source_type(source: str) -> str:
     path = Path(source)
     if path.suffix in (".jsonl", ".json"):
         return "jsonl"
-    if path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
+    folder = data_folder(path)
+    if path.suffix == ".parquet" or any(folder.glob("*.parquet")):
         return "parquet"
-    if path.is_dir() and any(path.glob("*.jsonl")):
+    if any(folder.glob("*.jsonl")):
         return "jsonl"
     return "hf"
+
+
+def data_folder(path: Path) -> Path:
+    """The folder holding a local source's files: a `data/` subfolder with data files (a distillation
+    output keeps its rows there, beside `stats.json` and `rejected.jsonl`), else the folder itself."""
+    rows = path / "data"
+    if rows.is_dir() and any(p.suffix in DATA_SUFFIXES for p in rows.iterdir()):
+        return rows
+    return path
 
 
 def preset_name(spec: DataSpec) -> str | None:
@@ -101,9 +146,12 @@ def preset_name(spec: DataSpec) -> str | None:
         if spec.columns not in PRESETS:
             raise ValueError(f"unknown column preset {spec.columns!r}; choose from {sorted(PRESETS)} or give a mapping")
         return spec.columns
-    if source_type(spec.source) == "toy":
+    kind = source_type(spec.source)
+    if kind == "toy":
         return "toy"
-    lowered = spec.source.lower()
+    # a local file by its own name only: a folder (runs/gsm8k-sdd, a distillation output) picks no preset
+    path = Path(spec.source)
+    lowered = (spec.source if kind == "hf" else path.name if path.is_file() else "").lower()
     return next((name for name in PRESETS if name in lowered), None)
 
 
@@ -210,31 +258,6 @@ def parse_record(
     return row
 
 
-def toy_records(source: str, limit: int | None = None) -> list[dict]:
-    """The toy fine-tuning split for `toy:<task>` or `toy:all` (tasks interleaved), `limit` rows in all.
-
-    Rows are unique by id (repeats of the generator are skipped), `DEFAULT_TOY_ROWS` per task by default.
-    """
-    from sdd_ray.toy.tasks import TASK_KIND, TASKS, finetune_rows
-
-    name = source.removeprefix("toy:")
-    tasks = TASKS if name == "all" else (name,)
-    if name != "all" and name not in TASKS:
-        raise ValueError(f"unknown toy source {source!r}; choose from toy:all, " + ", ".join(f"toy:{t}" for t in TASKS))
-    per_task = DEFAULT_TOY_ROWS if limit is None else -(-limit // len(tasks))
-    per_task_rows = [_unique_rows(finetune_rows(task, 2 * per_task))[:per_task] for task in tasks]
-    interleaved = [row for group in zip(*per_task_rows) for row in group]
-    for row in interleaved:
-        row["kind"] = TASK_KIND[row["task"]]
-    return interleaved[:limit] if limit is not None else interleaved
-
-
-def _unique_rows(rows: list[dict]) -> list[dict]:
-    """First occurrences only: the toy generators repeat some short instructions."""
-    seen: set[str] = set()
-    return [row for row in rows if not (row["id"] in seen or seen.add(row["id"]))]
-
-
 LOCAL_COPIES = {
     "openai/gsm8k": "gsm8k/{split}.jsonl",
     "gsm8k": "gsm8k/{split}.jsonl",
@@ -293,7 +316,9 @@ def iter_records(spec: DataSpec) -> Iterator[Any]:
 
     def records() -> Iterator[Any]:
         if kind == "toy":
-            yield from toy_records(spec.source, spec.limit)
+            from sdd_ray.toy.sources import toy_records  # the toy world only when a toy source is read
+
+            yield from toy_records(spec.source, spec.limit, spec.split)
         elif kind == "jsonl":
             for path in local_files(spec.source, (".jsonl", ".json")):
                 with open(path, "rb") as handle:
@@ -306,6 +331,8 @@ def iter_records(spec: DataSpec) -> Iterator[Any]:
             for path in local_files(spec.source, (".parquet",)):
                 for batch in pq.ParquetFile(path).iter_batches():
                     yield from batch.to_pylist()
+        elif Path(spec.source).exists():
+            raise FileNotFoundError(f"{spec.source}: no data/*.parquet, *.parquet, *.jsonl or *.json files here")
         else:
             import datasets
 
@@ -321,7 +348,7 @@ def iter_records(spec: DataSpec) -> Iterator[Any]:
 
 def local_files(source: str, suffixes: tuple[str, ...]) -> list[Path]:
     """The data files of a local file or directory, sorted."""
-    path = Path(source)
+    path = data_folder(Path(source))
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in suffixes)
     else:
@@ -330,6 +357,12 @@ def local_files(source: str, suffixes: tuple[str, ...]) -> list[Path]:
     if not files or missing:
         raise FileNotFoundError(f"data source {source!r}: no {'/'.join(suffixes)} files found")
     return files
+
+
+def reject_duplicate(row: dict, seen_before: bool) -> None:
+    """The one rule for repeated ids: a valid row whose id came before is rejected (the first one is kept)."""
+    if seen_before and not row["reject_reason"]:
+        row["reject_reason"] = f"duplicate id {row['id']!r}"
 
 
 def load_rows(spec: DataSpec) -> tuple[list[dict], list[dict]]:
@@ -343,8 +376,7 @@ def load_rows(spec: DataSpec) -> tuple[list[dict], list[dict]]:
     seen: set[str] = set()
     for record in iter_records(spec):
         row = parse_record(record, columns, task, kind)
-        if not row["reject_reason"] and row["id"] in seen:
-            row["reject_reason"] = f"duplicate id {row['id']!r}"
+        reject_duplicate(row, row["id"] in seen)
         if row["reject_reason"]:
             rejected.append(row)
             continue

@@ -63,11 +63,6 @@ def fingerprint(path: str | Path) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def same_path(a: str | Path, b: str | Path) -> bool:
-    """Whether two local paths name the same file or folder (`m`, `./m/` and `/abs/m` are one)."""
-    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-
-
 def _overlaps(out: Path, source: Path) -> bool:
     out, source = out.expanduser().resolve(), source.expanduser().resolve()
     return out == source or source in out.parents or out in source.parents
@@ -164,9 +159,6 @@ def check_cluster_resources(what: str, workers: int, cpus_per_worker: float = 0.
                              f"Ray cluster has {have:g} {resource} in all; lower {flags}")
 
 
-DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
-
-
 def _rows_in(path: Path) -> bool:
     """Whether a local data file holds at least one row (a non-blank line, a Parquet row)."""
     if path.suffix == ".parquet":
@@ -181,8 +173,10 @@ def _rows_in(path: Path) -> bool:
 
 
 def check_data_source(source: str, flag: str = "--data") -> None:
-    """A local data source exists and holds rows; `toy:`, `hf:` and hub data set names are left to their loaders."""
-    if source.startswith(("toy:", "hf:")):
+    """A local data source exists and holds rows; toy sources and hub names are left to their loaders."""
+    from sdd_ray.data import DATA_SUFFIXES, data_folder
+
+    if source.startswith("toy:"):
         return
     path = Path(source).expanduser()
     local = path.suffix in DATA_SUFFIXES or path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
@@ -193,8 +187,8 @@ def check_data_source(source: str, flag: str = "--data") -> None:
     if path.is_file():
         files = [path]
     else:
-        files = sorted(p for folder in (path, path / "data") if folder.is_dir()
-                       for p in folder.iterdir() if p.suffix in DATA_SUFFIXES and p.is_file())
+        folder = data_folder(path)
+        files = sorted(p for p in folder.iterdir() if p.suffix in DATA_SUFFIXES and p.is_file())
         if not files:
             raise InputError(f"{flag} {source}: no {', '.join(DATA_SUFFIXES)} files in this folder")
     if not any(_rows_in(file) for file in files):

@@ -1,6 +1,6 @@
-"""Atomic file output: every file is written to a temporary name and renamed into place.
+"""Atomic output: every file, and every directory a stage publishes, is written aside and renamed into place.
 
-A reader (a resumed job, the pipeline's cache, a user) therefore sees either the old file or the
+A reader (a resumed job, the pipeline's cache, a user) therefore sees either the old output or the
 whole new one, never a half-written one.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 
@@ -29,14 +30,19 @@ def write_json(data, path: str | Path) -> Path:
     return write_text(path, json.dumps(data, indent=2, default=str))
 
 
-def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
-    """Save a matplotlib figure as PNG (dpi 120 unless given) and close it."""
-    import matplotlib.pyplot as plt
+def staging_dir(out: str | Path) -> Path:
+    """A fresh, empty sibling of `out` to write a directory into; `publish_dir` then puts it in place."""
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, **{"dpi": 120, **savefig_kwargs})
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+
+def publish_dir(tmp: str | Path, out: str | Path) -> Path:
+    """Swap the finished directory `tmp` in as `out` (whatever `out` held is removed first)."""
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    Path(tmp).replace(out)
+    return out

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from sdd_ray.distill import extract_answer, select_response
-from sdd_ray.distill.answers import normalize_number, rejection_reason, selection_reason
+from sdd_ray.answers import extract_answer, normalize_number
+from sdd_ray.distill.selection import rejection_reason, select_response, selection_reason
 
 
 @pytest.mark.parametrize("text, expected", [

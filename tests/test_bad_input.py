@@ -111,7 +111,7 @@ def write_jsonl(path: Path, rows: list, raw_lines: tuple[bytes, ...] = ()) -> Pa
 
 
 def toy_rows(n: int) -> list[dict]:
-    from sdd_ray.data import toy_records
+    from sdd_ray.toy.sources import toy_records
 
     return toy_records("toy:arith", n)
 

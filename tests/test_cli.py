@@ -42,3 +42,32 @@ def test_help_imports_neither_torch_nor_ray():
     assert {"run", "prune", "distill", "finetune", "merge", "evaluate", "specdec", "serve"} <= set(report["commands"])
     heavy = {argv: modules for argv, modules in report["loaded"].items() if modules}
     assert not heavy, f"`sdd-ray ARGS` loaded heavy modules (ARGS: modules): {heavy}"
+
+
+def test_flag_defaults_shown_in_help_are_the_configs_own():
+    """A flag left out is not an override (the config decides), so the default its help shows must be the config's."""
+    import inspect
+
+    from sdd_ray.distill.cli import distill
+    from sdd_ray.distill.config import DistillConfig
+    from sdd_ray.evaluate.cli import evaluate
+    from sdd_ray.evaluate.config import EvaluateConfig
+    from sdd_ray.finetune.cli import finetune
+    from sdd_ray.finetune.config import FinetuneConfig
+    from sdd_ray.prune.cli import prune
+    from sdd_ray.prune.config import PruneConfig
+    from sdd_ray.serve.cli import serve
+    from sdd_ray.serve.config import ServeConfig
+    from sdd_ray.specdec.cli import specdec
+    from sdd_ray.specdec.config import SpecDecConfig
+
+    checked = 0
+    for command, config in [(prune, PruneConfig), (distill, DistillConfig), (finetune, FinetuneConfig),
+                            (evaluate, EvaluateConfig), (specdec, SpecDecConfig), (serve, ServeConfig)]:
+        for name, parameter in inspect.signature(command).parameters.items():
+            field = config.model_fields.get(name)
+            if field is None or parameter.default in (None, inspect.Parameter.empty):
+                continue
+            assert parameter.default == field.get_default(call_default_factory=True), (command.__name__, name)
+            checked += 1
+    assert checked >= 20

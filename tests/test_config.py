@@ -52,3 +52,29 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 def test_trust_remote_code_is_off_by_default():
     assert ModelSpec(path="x").trust_remote_code is False
+
+
+def test_flags_override_the_config_file_field_by_field(tmp_path):
+    """One loader for every command: the file, then the typed flags; a short-form data set is extended, not replaced."""
+    from sdd_ray.data import DataSpec
+    from sdd_ray.finetune.config import FinetuneConfig
+
+    path = tmp_path / "ft.yaml"
+    path.write_text("model: {path: m, dtype: bfloat16}\ndata: toy:arith\nlora: {rank: 4, alpha: 8}\nlr: 0.01\n")
+    cfg = load_config(FinetuneConfig, path, {"data.limit": 8, "lora.alpha": 2.0, "epochs": 3})
+    assert cfg.data == DataSpec(source="toy:arith", limit=8)
+    assert (cfg.lora.rank, cfg.lora.alpha, cfg.lr, cfg.epochs, cfg.model.dtype) == (4, 2.0, 0.01, 3, "bfloat16")
+    with pytest.raises(ConfigError, match="command line: data: Field required"):
+        load_config(FinetuneConfig, None, {"model": {"path": "m"}})
+
+
+def test_every_command_reads_config_then_typed_flags(tmp_path, capsys):
+    """`sdd-ray specdec --config FILE --k 0`: the flag overrides the file's k, and the error names the file."""
+    from sdd_ray.cli import main
+
+    path = tmp_path / "specdec.yaml"
+    path.write_text("target: {path: t}\ndrafts: {d: {path: d}}\ndata: toy:all\nk: 3\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["specdec", "--config", str(path), "--k", "0", "--out", str(tmp_path / "s.json")])
+    assert stop.value.code == 2
+    assert f"error: {path}: k: Input should be greater than or equal to 1" in capsys.readouterr().err

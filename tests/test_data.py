@@ -16,8 +16,8 @@ from sdd_ray.data import (
     content_id,
     load_rows,
     parse_record,
-    toy_records,
 )
+from sdd_ray.toy.sources import toy_records
 
 
 def write_jsonl(path, lines):
@@ -93,3 +93,17 @@ def test_toy_source_interleaves_tasks_with_unique_ids():
     assert column_map(DataSpec(source="toy:all")) == PRESETS["toy"]
     with pytest.raises(ValueError, match="unknown toy source"):
         toy_records("toy:poems")
+
+
+def test_a_distillation_output_folder_reads_its_data_subfolder(tmp_path):
+    """`DIR/data/*.parquet` is the source, not the stats.json and rejected.jsonl beside it."""
+    from sdd_ray.data import local_files, source_type
+
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"id": ["a"], "instruction": ["q"], "response": ["r"], "original_response": ["o"]}),
+                   tmp_path / "data" / "part-00000.parquet")
+    (tmp_path / "stats.json").write_text("{}")
+    write_jsonl(tmp_path / "rejected.jsonl", [{"id": "b", "reason": "empty"}])
+    assert source_type(str(tmp_path)) == "parquet"
+    assert local_files(str(tmp_path), (".parquet",)) == [tmp_path / "data" / "part-00000.parquet"]
+    assert [r["id"] for r in load_rows(DataSpec(source=str(tmp_path)))[0]] == ["a"]

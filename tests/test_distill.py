@@ -11,12 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from sdd_ray.config import ConfigError, validate_config
-from sdd_ray.data import PRESETS, toy_records
+from sdd_ray.data import PRESETS
 from sdd_ray.distill.config import DistillConfig
 from sdd_ray.distill.dataflow import bypass, prepare_batch, select_batch, to_generate
 from sdd_ray.distill.rewrite import load_templates, row_kind
 from sdd_ray.distill.schema import EMPTY_GENERATED, PREPARED, PROCESSED
 from sdd_ray.distill.shards import ShardWriter
+from sdd_ray.toy.sources import toy_records
 
 
 def make_cfg(teacher="toy-teacher", **overrides) -> DistillConfig:

@@ -41,11 +41,11 @@ def test_vllm_backend_matches_hf_greedy(tmp_path, toy_teacher):
     assert all(r["teacher_response"] for r in rows)
 
     # Greedy decoding of the same prompts with transformers gives the same rewrites.
-    from sdd_ray.data import toy_records
     from sdd_ray.distill.config import DEFAULT_TEMPLATES
     from sdd_ray.distill.rewrite import load_templates, prompt_for
     from sdd_ray.generation import generate_texts
     from sdd_ray.models import load_model_and_tokenizer
+    from sdd_ray.toy.sources import toy_records
 
     templates = load_templates(DEFAULT_TEMPLATES)
     source = {r["id"]: r for r in toy_records("toy:all", limit=6)}

@@ -24,7 +24,7 @@ STEPS = 6
 
 
 def _config(model, tmp_path, **overrides) -> FinetuneConfig:
-    settings = dict(model=ModelSpec(path=str(model)), data="toy:arith", data_limit=64, num_workers=2, batch_size=4,
+    settings = dict(model=ModelSpec(path=str(model)), data={"source": "toy:arith", "limit": 64}, num_workers=2, batch_size=4,
                     max_steps=STEPS, lr=3e-3, warmup_ratio=0.0, checkpoint_every=3, method="full",
                     storage_path=str(tmp_path / "ckpt"))
     settings.update(overrides)

@@ -280,7 +280,7 @@ def test_merge_equals_tensorwise_slerp_and_reloads_with_transformers(parents, tm
     assert record["num_parameters"] == sum(t.numel() for t in merged.values())
     assert record["tensors"]["model.layers.0.self_attn.q_proj.weight"]["method"] == "slerp"
     assert (out / "config.json").read_text() == (a / "config.json").read_text()
-    assert not (tmp_path / "merged.partial").exists()
+    assert not list(tmp_path.glob(".merged.*"))  # no staging directory left behind
 
 
 def test_endpoints_and_layer_schedule_on_checkpoints(parents, tmp_path):
@@ -342,7 +342,7 @@ def test_mismatched_checkpoints_get_a_clear_error(parents, tmp_path):
     (variant(a, tmp_path / "a_pruned") / "pruning.json").write_text(json.dumps({"removed_layers": [7, 8]}))
     with pytest.raises(MergeMismatchError, match=r"A removed layers \[7, 8\], B removed layers \[3, 4\]"):
         run_merge(merge_cfg(tmp_path / "a_pruned", other_block), tmp_path / "out")
-    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
 
 def test_lora_adapter_is_folded_before_merging(parents, tmp_path):

@@ -76,7 +76,7 @@ def test_every_config_validates(path):
         return
     cfg = load_run_config(path, check_model=Path(RunConfig.model_validate(read_yaml(path)).model.path).is_dir())
     assert cfg.prune.block_sizes and "prune" in cfg.stages
-    referenced = cfg.specdec.data if cfg.specdec else ""
+    referenced = cfg.specdec.data.source if cfg.specdec else ""
     if referenced.endswith((".jsonl", ".parquet")):
         assert (REPO / referenced).is_file(), f"{path.name}: specdec.data {referenced} is not in the repository"
 
@@ -280,7 +280,7 @@ def _wait(client, job_id: str, timeout: float) -> str:
 def test_pipeline_job_on_two_node_cluster_resumes_and_reuses(two_node_cluster, tiny_llama, tmp_path):
     from ray.job_submission import JobStatus
 
-    from sdd_ray.data import toy_records
+    from sdd_ray.toy.sources import toy_records
 
     client = two_node_cluster
     out = tmp_path / "run"

@@ -12,9 +12,10 @@ from conftest import make_tiny_llama
 from torch import nn
 
 from sdd_ray.config import ConfigError, validate_config
+from sdd_ray.data import DataSpec
 from sdd_ray.prune.calibrate import CalibrationLengthError, CalibrationSums, calibration_sums, check_lengths
 from sdd_ray.prune.config import PruneConfig
-from sdd_ray.prune.data import CalibrationDataError, load_calibration_texts, toy_texts
+from sdd_ray.prune.data import CalibrationDataError, load_calibration_texts
 from sdd_ray.prune.distances import (
     angle_sums,
     angular_distances,
@@ -26,6 +27,11 @@ from sdd_ray.prune.run import run_prune
 from sdd_ray.prune.surgery import UnsupportedArchitectureError, find_decoder_layers, remove_layers
 
 PLANTED = [2, 3]  # the identity block planted in the 6-layer model
+
+
+def toy_texts(n: int) -> list[str]:
+    """The toy world's first `n` calibration texts, as `sdd-ray prune` reads them by default."""
+    return load_calibration_texts(DataSpec(source="toy:all", split="calibration"), num_samples=n)
 
 
 def plant_identity(model, layers: list[int]) -> None:
@@ -136,7 +142,7 @@ def test_pruning_json_schema(pruned):
     assert saved["metric"] == "angular" and saved["block_size"] == 2
     assert saved["removed_layers"] == PLANTED
     assert (saved["num_layers_before"], saved["num_layers_after"]) == (6, 4)
-    assert saved["calibration"]["source"] == "toy"
+    assert (saved["calibration"]["source"], saved["calibration"]["split"]) == ("toy:all", "calibration")
     assert saved["calibration"]["samples"] == 24 and saved["calibration"]["max_length"] == 48
     assert sorted(saved["distances"], key=int) == ["1", "2", "3", "4", "5"]
     assert [len(saved["distances"][str(n)]) for n in range(1, 6)] == [6, 5, 4, 3, 2]
@@ -205,9 +211,9 @@ def test_empty_or_missing_calibration_data_fails_before_loading(tiny_llama, tmp_
     with pytest.raises(CalibrationDataError, match="is empty"):
         run_prune(PruneConfig(model={"path": str(tiny_llama)}, calib=str(empty), num_workers=0), tmp_path / "o")
     with pytest.raises(CalibrationDataError, match="no field 'body'"):
-        load_calibration_texts(str(empty), text_field="body")
+        load_calibration_texts(DataSpec(source=str(empty)), text_field="body")
     with pytest.raises(CalibrationDataError, match="no .jsonl/.json files found"):
-        load_calibration_texts(str(tmp_path / "missing.jsonl"))
+        load_calibration_texts(DataSpec(source=str(tmp_path / "missing.jsonl")))
     assert not (tmp_path / "o").exists()
 
 
@@ -216,7 +222,7 @@ def test_calibration_from_parquet(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"body": ["a b", "", "c d", "e"]}), tmp_path / "c.parquet")
-    assert load_calibration_texts(str(tmp_path / "c.parquet"), "body", num_samples=3) == ["a b", "c d"]
+    assert load_calibration_texts(DataSpec(source=str(tmp_path / "c.parquet")), "body", num_samples=3) == ["a b", "c d"]
 
 
 def test_texts_longer_than_the_context_are_rejected(tiny_llama):

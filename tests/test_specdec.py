@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import make_tiny_llama
 
+from sdd_ray.data import DataSpec
 from sdd_ray.specdec.acceptance import greedy_verify, logits_to_probs, rejection_verify, residual_distribution
 from sdd_ray.specdec.engine import DecodeMetrics, Sampling, SpeculativeDecoder, target_only_generate
 
@@ -211,9 +212,9 @@ def test_toy_prompts_and_bad_data_source():
     from sdd_ray.specdec.config import SpecDecConfig
     from sdd_ray.specdec.run import load_prompts
 
-    prompts = load_prompts("toy:arith,facts", limit=5)
+    prompts = load_prompts(DataSpec(source="toy:arith,facts", split="test", limit=5))
     assert len(prompts) == 5 and all(isinstance(instruction, str) and instruction for instruction, _ in prompts)
-    with pytest.raises(ConfigError, match="data: .*unknown toy task"):
+    with pytest.raises(ConfigError, match="data.source: .*unknown toy source"):
         validate_config(SpecDecConfig, {"target": {"path": "t"}, "drafts": {"d": {"path": "d"}}, "data": "toy:nope"})
     with pytest.raises(ConfigError, match="k: "):
         validate_config(SpecDecConfig, {"target": {"path": "t"}, "drafts": {"d": {"path": "d"}}, "data": "toy:all", "k": 0})

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sdd_ray.distill.answers import extract_answer
+from sdd_ray.answers import extract_answer
 from sdd_ray.evaluate.builtin import is_correct
 from sdd_ray.prompts import instruction_prompt
-from sdd_ray.toy.tasks import KB, TASKS, finetune_rows, generate
+from sdd_ray.toy.tasks import KB, TASKS, generate
 
 
 def test_generators_are_deterministic_and_splits_differ():
@@ -41,8 +41,10 @@ def test_facts_and_instruct_answers():
 
 
 def test_finetune_split_is_in_reference_style():
-    rows = finetune_rows("arith", 5)
-    assert set(rows[0]) == {"id", "task", "instruction", "input", "response"}
+    from sdd_ray.toy.sources import toy_records
+
+    rows = toy_records("toy:arith", 5)
+    assert set(rows[0]) == {"id", "task", "kind", "instruction", "input", "response", "text"}
     assert all(r["response"].startswith("We get") for r in rows)
 
 

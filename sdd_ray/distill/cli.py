@@ -7,16 +7,17 @@ from typing import Annotated
 
 import typer
 
-from sdd_ray.cli_utils import console
+from sdd_ray.cli_utils import Columns, Split, console
 
 
 def distill(
-    teacher: Annotated[str, typer.Option(help="Unpruned teacher: model directory or hub id; `toy-teacher` for the toy teacher.")],
-    data: Annotated[str, typer.Option(help="toy:arith|facts|instruct|all, a .jsonl/.parquet file or directory, or a HF dataset name.")],
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Output directory (rerun with the same directory to resume).")],
+    teacher: Annotated[str | None, typer.Option(help="Unpruned teacher: model directory or hub id; `toy-teacher` for the toy teacher.")] = None,
+    data: Annotated[str | None, typer.Option(help="toy:arith|facts|instruct|all, a .jsonl/.parquet file or directory, or a HF dataset name[:config].")] = None,
     task_kind: Annotated[str | None, typer.Option(help="math|mc|general, or auto (each row's own kind). [default: auto]")] = None,
-    columns: Annotated[str | None, typer.Option(help="Column preset: auto, toy, gsm8k, alpaca, dolly, openmath. [default: auto]")] = None,
-    split: Annotated[str | None, typer.Option(help="Split of a Hugging Face dataset. [default: train]")] = None,
+    columns: Columns = None,
+    split: Split = None,
     backend: Annotated[str | None, typer.Option(help="vllm (ray.data.llm; vLLM's CUDA or CPU build), hf (transformers), or auto: vllm where vLLM is installed, else hf. [default: auto]")] = None,
     num_workers: Annotated[int | None, typer.Option(help="Generation actors (hf) or vLLM engines. [default: 1]")] = None,
     cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per hf actor; keep it fractional on small machines. [default: 0.5]")] = None,
@@ -28,20 +29,11 @@ def distill(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in --out when it holds a run with another teacher, data or settings.")] = False,
 ) -> None:
     """Have the teacher rewrite a fine-tuning data set (self-data distillation) on Ray Data."""
-    from sdd_ray.config import read_yaml, validate_config
+    from sdd_ray.cli_utils import DATA_FLAGS, model_spec, stage_config
     from sdd_ray.distill.config import DistillConfig
     from sdd_ray.distill.run import run_distill
-    from sdd_ray.models import as_spec
 
-    def given(**values):
-        return {key: value for key, value in values.items() if value is not None}
-
-    settings = read_yaml(config) if config else {}
-    settings["teacher"] = as_spec(teacher).model_dump()
-    settings["data"] = {**settings.get("data", {}), "source": data, **given(columns=columns, split=split, limit=limit)}
-    settings.update(given(task_kind=task_kind, backend=backend, num_workers=num_workers, cpus_per_worker=cpus_per_worker,
-                          batch_size=batch_size, max_new_tokens=max_new_tokens), progress=progress)
-    cfg = validate_config(DistillConfig, settings, source=str(config) if config else "command line")
+    cfg = stage_config(ctx, DistillConfig, fields=DATA_FLAGS, convert={"teacher": model_spec})
     stats = run_distill(cfg, out, overwrite)
     console.print(f"rows in {stats['rows_in']}: out {stats['rows_out']} (teacher {stats['teacher_selected']}, "
                   f"original {stats['original_selected']}), rejected {stats['rows_rejected']}")

@@ -37,6 +37,7 @@ from sdd_ray.distill.schema import EMPTY_GENERATED, EMPTY_SELECTED, PREPARED, PR
 from sdd_ray.distill.shards import ShardWriter
 from sdd_ray.guards import check_cluster_resources
 from sdd_ray.io import write_text
+from sdd_ray.runtime import connect
 
 LIGHT_CPUS = 0.25  # CPU reservation of the cheap per-batch functions
 LIGHT_TASK = {"num_cpus": LIGHT_CPUS}
@@ -79,9 +80,9 @@ def read_records(spec: DataSpec, rows_per_block: int):
 
     kind = source_type(spec.source)
     if kind == "toy":
-        from sdd_ray.data import toy_records
+        from sdd_ray.toy.sources import toy_records
 
-        items = [{"text": json.dumps(r)} for r in toy_records(spec.source, spec.limit)]
+        items = [{"text": json.dumps(r)} for r in toy_records(spec.source, spec.limit, spec.split)]
         ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items), rows_per_block))
     elif kind == "jsonl" and not all(map(_is_utf8, local_files(spec.source, (".jsonl", ".json")))):
         # Ray's text reader would fail on the whole file: read the lines here, each bad one a row to reject.
@@ -196,7 +197,7 @@ def run_dataflow(cfg: DistillConfig, out: str | Path) -> dict:
     """
     import ray
 
-    ray.init(ignore_reinit_error=True, configure_logging=False, log_to_driver=False)
+    connect(log_to_driver=False)
     if cfg.backend == "hf":
         check_cluster_resources("distill", cfg.num_workers, cfg.cpus_per_worker, cfg.gpus_per_worker)
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -5,7 +5,8 @@ Pure functions over canonical rows (`sdd_ray.data`), no Ray: the pipeline maps t
 
 from __future__ import annotations
 
-from sdd_ray.distill.answers import KINDS, selection_reason
+from sdd_ray.answers import KINDS
+from sdd_ray.distill.selection import selection_reason
 from sdd_ray.prompts import load_template, rewrite_prompt
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from sdd_ray.data import reject_duplicate
 from sdd_ray.distill.schema import OUTPUT, output_row, to_table
 from sdd_ray.io import write_text
 
@@ -68,9 +69,7 @@ class ShardWriter:
         if self.seen[row["id"]] <= self.accounted[row["id"]]:
             self.run["resumed"] += 1
             return
-        duplicate = self.seen[row["id"]] > 1 or self.accounted[row["id"]] > 0
-        if not row["reject_reason"] and duplicate:
-            row["reject_reason"] = f"duplicate id {row['id']!r}"
+        reject_duplicate(row, self.seen[row["id"]] > 1 or self.accounted[row["id"]] > 0)
         if row["reject_reason"]:
             self.rejected.append({"id": row["id"], "task": row["task"], "reason": row["reject_reason"],
                                   "record": row["raw"] or json.dumps({k: row[k] for k in ("instruction", "input", "response")}),

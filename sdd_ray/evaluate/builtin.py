@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from sdd_ray.distill.answers import extract_answer
+from sdd_ray.answers import extract_answer
 from sdd_ray.generation import continuation_logprobs, generate_texts
 from sdd_ray.prompts import render_prompt
 from sdd_ray.toy.tasks import TASKS, generate

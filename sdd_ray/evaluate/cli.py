@@ -10,18 +10,9 @@ import typer
 from sdd_ray.cli_utils import console, parse_list
 
 
-def _set(data: dict, dotted: str, value) -> None:
-    """Set `data[a][b] = value` for `dotted="a.b"`, creating levels; a None value (flag not given) is skipped."""
-    if value is None:
-        return
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        data = data.setdefault(key, {})
-    data[leaf] = value
-
-
 def evaluate(
-    model: Annotated[str, typer.Option(help="Model directory or hub id; `toy-teacher` for the committed toy teacher.")],
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="Model directory or hub id; `toy-teacher` for the committed toy teacher.")] = None,
     out: Annotated[Path, typer.Option(help="Where to write results.json.")] = Path("results.json"),
     tasks: Annotated[
         str | None,
@@ -34,8 +25,8 @@ def evaluate(
     limit: Annotated[int | None, typer.Option(help="Examples per task; 0: all [default: 200].")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size [default: 32].")] = None,
     backend: Annotated[str | None, typer.Option(help="Harness backend: hf (CPU/GPU) or vllm (GPU) [default: hf].")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda. [default: auto]")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16. [default: auto]")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the toy eval split [default: 0].")] = None,
     data_dir: Annotated[
         str | None,
@@ -54,24 +45,17 @@ def evaluate(
     ] = None,
 ) -> None:
     """Evaluate a model on a task suite and write results.json (per-task accuracy, n, average, recovery %)."""
-    from sdd_ray.config import read_yaml, validate_config
+    from sdd_ray.cli_utils import model_spec, stage_config
     from sdd_ray.evaluate.config import EvaluateConfig
     from sdd_ray.evaluate.run import run_evaluate
     from sdd_ray.guards import check_out_file
-    from sdd_ray.models import as_spec
 
-    data = read_yaml(config) if config is not None else {}
-    data["model"] = as_spec(model).model_copy(update={"device": device, "dtype": dtype}).model_dump()
-    for dotted, value in [
-        ("evaluator", evaluator), ("tasks", parse_list(tasks) if tasks is not None else None),
-        ("batch_size", batch_size), ("baseline", baseline), ("seed", seed), ("use_ray", use_ray),
-        ("harness.backend", backend), ("harness.data_dir", data_dir), ("harness.data_source", data_source),
-        ("resources.num_cpus", num_cpus), ("resources.num_gpus", num_gpus),
-    ]:
-        _set(data, dotted, value)
-    if limit is not None:
-        data["limit"] = limit or None
-    cfg = validate_config(EvaluateConfig, data, source=str(config) if config else "command line")
+    cfg = stage_config(
+        ctx, EvaluateConfig,
+        fields={"device": "model.device", "dtype": "model.dtype", "backend": "harness.backend", "data_dir": "harness.data_dir",
+                "data_source": "harness.data_source", "num_cpus": "resources.num_cpus", "num_gpus": "resources.num_gpus"},
+        convert={"model": model_spec, "tasks": parse_list, "limit": lambda n: n or None},
+    )
     check_out_file(out, [("--model", cfg.model.path), ("--baseline", cfg.baseline)])
     results = run_evaluate(cfg, out)
     for task, r in results["tasks"].items():

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdd_ray.evaluate.recovery import ResultsError, average, check_same_tasks, load_results, recovery_pct
-from sdd_ray.io import save_figure, write_text
+from sdd_ray.io import write_text
+from sdd_ray.plotting import pyplot, save_figure
 
 
 @dataclass
@@ -91,10 +92,7 @@ def to_csv(c: Comparison) -> str:
 
 def bar_chart(c: Comparison, out: str | Path) -> Path:
     """Grouped bars: one group per task and the average, one bar per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     columns = [*c.tasks, "average"]
     width = 0.8 / len(c.names)

@@ -13,10 +13,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sdd_ray.config import ModelSpec, StrictModel
-from sdd_ray.data import DEFAULT_DATA_DIR
+from sdd_ray.data import DataSpec
 from sdd_ray.toy.tasks import TASKS as BUILTIN_TASKS
-
-DEFAULT_GSM8K = DEFAULT_DATA_DIR / "gsm8k" / "test.jsonl"
 
 
 class HarnessTask(StrictModel):
@@ -69,8 +67,9 @@ class HarnessConfig(StrictModel):
     data_dir: str | None = None
     """The local data folder (`eval/<set>/<split>.jsonl`, `gsm8k/`); None: `$SDD_RAY_DATA_DIR`, else
     `../shared/data` beside the repository if present."""
-    gsm8k_path: str = str(DEFAULT_GSM8K)
-    """The JSON-lines file (`question`, `answer`) behind the `gsm8k_local` task."""
+    gsm8k: DataSpec = Field(default_factory=lambda: DataSpec(source="openai/gsm8k:main", split="test"))
+    """The rows (`question`, `answer`) behind the `gsm8k_local` task: any data source; the hub set is
+    read from its local copy when there is one (`sdd_ray.data.local_copy`)."""
     apply_chat_template: bool = False
     """Wrap prompts in the tokenizer's chat template (instruct models on real benchmarks)."""
     bootstrap_iters: int = Field(1000, ge=0)

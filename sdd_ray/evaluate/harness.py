@@ -114,7 +114,7 @@ def evaluate_harness(spec: ModelSpec, tasks: list[str], cfg: EvaluateConfig, log
     lm = build_lm(spec, cfg)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="sdd_ray_lmeval_") as workdir:
-        prepare_local_tasks(local, workdir, cfg.limit or 1000, cfg.seed, cfg.harness.gsm8k_path)
+        prepare_local_tasks(local, workdir, cfg.limit or 1000, cfg.seed, cfg.harness.gsm8k)
         if from_files:
             prepare_local_benchmarks(from_files, workdir, data_dir)
         manager = TaskManager(include_path=[workdir, *cfg.harness.include_paths], include_defaults=bool(from_hub))

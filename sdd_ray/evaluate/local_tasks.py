@@ -1,9 +1,9 @@
-"""Local lm-eval tasks: the toy world's held-out examples and GSM8K from a local file.
+"""Local lm-eval tasks: the toy world's held-out examples and GSM8K from any data source.
 
 The task definitions ship as YAML in `tasks/`. At run time the data files are written (toy tasks,
 from `sdd_ray.toy.tasks.generate(task, n, "eval", seed)`: the very rows the built-in evaluator
-scores) and, beside them, one small YAML per task that `include`s the shipped definition and sets
-`dataset_kwargs.data_files`. That folder is what `TaskManager(include_path=...)` indexes, and it
+scores; GSM8K: the rows of `harness.gsm8k`) and, beside them, one small YAML per task that
+`include`s the shipped definition and sets `dataset_kwargs.data_files`. That folder is what `TaskManager(include_path=...)` indexes, and it
 works unchanged with the `lm_eval` command line (`--include_path`).
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from sdd_ray.config import ConfigError
+from sdd_ray.data import DataSpec, iter_records
 from sdd_ray.io import write_text
 from sdd_ray.prompts import instruction_prompt
 from sdd_ray.toy.tasks import generate
@@ -42,7 +43,15 @@ def _write_jsonl(rows: list[dict], path: Path) -> Path:
     return write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def prepare_local_tasks(names: list[str], workdir: str | Path, n_toy: int, seed: int, gsm8k_path: str) -> Path:
+def gsm8k_rows(spec: DataSpec) -> list[dict]:
+    """The records of `spec` as mappings (lm-eval reads them from a file that sdd_ray writes)."""
+    try:
+        return [json.loads(r) if isinstance(r, str) else r for r in iter_records(spec)]
+    except (FileNotFoundError, json.JSONDecodeError) as error:
+        raise ConfigError(f"gsm8k_local: {spec.source}: {error} (set harness.gsm8k)") from None
+
+
+def prepare_local_tasks(names: list[str], workdir: str | Path, n_toy: int, seed: int, gsm8k: DataSpec) -> Path:
     """Write the data and including YAMLs of the local tasks among `names` into `workdir`."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -52,9 +61,7 @@ def prepare_local_tasks(names: list[str], workdir: str | Path, n_toy: int, seed:
         if name in TOY_TASKS:
             data = _write_jsonl(toy_harness_rows(TOY_TASKS[name], n_toy, seed), workdir / f"{name}.jsonl")
         else:
-            data = Path(gsm8k_path).expanduser().resolve()
-            if not data.is_file():
-                raise ConfigError(f"gsm8k_local: {data} not found (set harness.gsm8k_path)")
+            data = _write_jsonl(gsm8k_rows(gsm8k), workdir / f"{name}.jsonl")
         spec = {
             "include": str(TASK_DIR / f"{name}.yaml"),
             "task": name,

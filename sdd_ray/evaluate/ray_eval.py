@@ -28,9 +28,9 @@ def evaluate_many(
     import ray
 
     from sdd_ray.models import as_spec
+    from sdd_ray.runtime import connect
 
-    if not ray.is_initialized():
-        ray.init()
+    connect()
     remote = ray.remote(_evaluate_unit).options(
         num_cpus=cfg.resources.num_cpus, num_gpus=cfg.resources.num_gpus, max_retries=0
     )

@@ -7,13 +7,16 @@ from typing import Annotated
 
 import typer
 
-from sdd_ray.cli_utils import console, parse_list
+from sdd_ray.cli_utils import Columns, Split, console, parse_list
 
 
 def finetune(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Output: HF model directory + train_metrics.json + loss.png (+ checkpoints/).")],
     model: Annotated[str | None, typer.Option(help="Model directory or hub id (the pruned model); `toy-teacher` for the toy teacher.")] = None,
-    data: Annotated[str | None, typer.Option(help="A distillation output dir, a .parquet/.jsonl file or dir, toy:<task>|toy:all, or hf:<name>.")] = None,
+    data: Annotated[str | None, typer.Option(help="A distillation output dir, a .parquet/.jsonl file or dir, toy:<task>|toy:all, or a HF dataset name[:config].")] = None,
+    columns: Columns = None,
+    split: Split = None,
     config: Annotated[Path | None, typer.Option(help="YAML FinetuneConfig; the flags given override it.")] = None,
     response_column: Annotated[str | None, typer.Option(help="response (self-distilled, SDD arm) or original_response (SFT arm).")] = None,
     strategy: Annotated[str | None, typer.Option(help="deepspeed (ZeRO) or ddp.")] = None,
@@ -40,33 +43,16 @@ def finetune(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in --out when it holds a run with another model, data or settings.")] = False,
 ) -> None:
     """Fine-tune a (pruned) model on Ray Train; rerunning the same command resumes from its last checkpoint."""
-    from sdd_ray.config import ConfigError, read_yaml, validate_config
+    from sdd_ray.cli_utils import DATA_FLAGS, model_spec, stage_config
     from sdd_ray.finetune.config import FinetuneConfig
     from sdd_ray.finetune.run import run_finetune
-    from sdd_ray.models import as_spec
 
-    settings = read_yaml(config) if config else {}
-    if model is not None:
-        settings["model"] = as_spec(model).model_dump()
-    if dtype is not None:
-        settings["model"] = {**settings.get("model", {}), "dtype": dtype}
-    flags = {"data": data, "response_column": response_column, "strategy": strategy, "zero_stage": zero_stage,
-             "num_workers": num_workers, "use_gpu": use_gpu, "cpus_per_worker": cpus_per_worker, "epochs": epochs,
-             "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
-             "max_length": max_length, "overlong": overlong, "data_limit": limit,
-             "checkpoint_every": checkpoint_every, "seed": seed}
-    settings.update({k: v for k, v in flags.items() if v is not None})
-    if lora is not None:
-        settings["method"] = "lora" if lora else "full"
-    lora_flags = {"rank": lora_rank, "alpha": lora_alpha,
-                  "target_modules": parse_list(target_modules) if target_modules else None}
-    settings["lora"] = {**settings.get("lora", {}), **{k: v for k, v in lora_flags.items() if v is not None}}
-    if save_adapter:
-        settings["save_adapter"] = True
-    for required in ("model", "data"):
-        if required not in settings:
-            raise ConfigError(f"command line: --{required} is required (or give it in --config)")
-    cfg = validate_config(FinetuneConfig, settings, source=str(config) if config else "command line")
+    cfg = stage_config(
+        ctx, FinetuneConfig,
+        fields={**DATA_FLAGS, "dtype": "model.dtype", "lora": "method", "lora_rank": "lora.rank", "lora_alpha": "lora.alpha",
+                "target_modules": "lora.target_modules"},
+        convert={"model": model_spec, "lora": lambda on: "lora" if on else "full", "target_modules": parse_list},
+    )
     metrics = run_finetune(cfg, out, overwrite)
     data_counts = metrics["data"]
     console.print(f"steps {metrics['total_steps']}  loss {metrics['initial_loss']:.4f} -> {metrics['final_loss']:.4f}  "

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sdd_ray.config import ModelSpec, StrictModel
+from sdd_ray.data import DataSpec
 
 LLAMA_LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -30,11 +31,11 @@ class FinetuneConfig(StrictModel):
     """Fine-tune `model` on `data` with Ray Train; every worker reads its settings from this config."""
 
     model: ModelSpec
-    data: str
+    data: DataSpec
     """A distillation output directory (its `data/*.parquet`), a .parquet/.jsonl file or directory of them,
-    `toy:<task>` / `toy:all` (the toy fine-tuning split), or `hf:<name>[:<config>]` (a Hugging Face dataset)."""
-    data_limit: int | None = Field(None, gt=0)
-    """Use only the first `data_limit` rows (toy sources: rows generated)."""
+    a toy source (`toy:all`) or a Hugging Face dataset (`openai/gsm8k:main`), with its split, column
+    preset and limit (`sdd_ray.data.DataSpec`). Local files in the canonical columns are read as they
+    are (a distillation output keeps its `original_response`); other sources are mapped to them."""
     response_column: Literal["response", "original_response"] = "response"
     """`response`: the self-distilled response (SDD arm); `original_response`: the original label (SFT arm)."""
 

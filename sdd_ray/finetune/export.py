@@ -7,11 +7,11 @@ result loads with `transformers` (and vLLM) alone. The adapter can be written be
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from sdd_ray.config import ModelSpec
 from sdd_ray.finetune.config import LoraSpec
+from sdd_ray.io import publish_dir, staging_dir
 
 
 def apply_lora(model, lora: LoraSpec):
@@ -29,13 +29,6 @@ def apply_lora(model, lora: LoraSpec):
         target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config, autocast_adapter_dtype=True)
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move a finished directory into place (the old one, if any, is removed first)."""
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.replace(out)
 
 
 def empty_model(spec: ModelSpec, dtype):
@@ -77,15 +70,13 @@ def export_model(
     state_dict.clear()
     if lora is not None:
         if adapter_out is not None:
-            adapter_tmp = Path(f"{adapter_out}.tmp")
+            adapter_tmp = staging_dir(adapter_out)
             model.save_pretrained(adapter_tmp, safe_serialization=True)
-            _replace_dir(adapter_tmp, Path(adapter_out))
+            publish_dir(adapter_tmp, adapter_out)
         model = model.merge_and_unload()
     model.tie_weights()
     model.to(getattr(torch, dtype))
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = staging_dir(out)
     save_model(model.eval(), load_tokenizer(spec), tmp)
-    _replace_dir(tmp, out)
+    publish_dir(tmp, out)
     return out

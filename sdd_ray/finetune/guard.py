@@ -18,7 +18,7 @@ def resume_record(cfg: FinetuneConfig) -> dict:
 
     record = cfg.model_dump(mode="json", exclude=RESUMABLE_CHANGES | {"model", "data"})
     record["model"] = model_record(cfg.model)
-    record["data"] = source_record(cfg.data)
+    record["data"] = {**source_record(cfg.data.source), **cfg.data.model_dump(mode="json", exclude={"source"})}
     return record
 
 
@@ -27,9 +27,9 @@ def claim_finetune_out(cfg: FinetuneConfig, out: Path, overwrite: bool) -> None:
     from sdd_ray.guards import check_data_source
     from sdd_ray.models import check_model_exists
 
-    check_out(out, "finetune", {"--model": cfg.model.path, "--data": cfg.data}, own_files=OWN_FILES)
+    check_out(out, "finetune", {"--model": cfg.model.path, "--data": cfg.data.source}, own_files=OWN_FILES)
     check_model_exists(cfg.model)  # before the folder is claimed: a bad model leaves nothing behind
-    check_data_source(cfg.data)
+    check_data_source(cfg.data.source)
     if overwrite and cfg.storage_path:
         shutil.rmtree(Path(cfg.storage_path) / cfg.run_name, ignore_errors=True)
     clear = tuple(item.name for item in out.iterdir() if not item.name.startswith(".")) if out.is_dir() else ()
@@ -55,4 +55,4 @@ def check_usable_rows(cfg: FinetuneConfig, dataset, tokenizer) -> None:
         for reason, count in stats.reasons.items():
             reasons[reason] = reasons.get(reason, 0) + count
     summary = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items())) or "none read"
-    raise InputError(f"--data {cfg.data}: no usable rows to train on (rows dropped: {summary})")
+    raise InputError(f"--data {cfg.data.source}: no usable rows to train on (rows dropped: {summary})")

@@ -14,28 +14,23 @@ from pathlib import Path
 
 from sdd_ray.finetune.config import FinetuneConfig
 from sdd_ray.finetune.loop import EXPORT_DIR, STATE_FILE
-from sdd_ray.io import save_figure, write_json
+from sdd_ray.io import publish_dir, staging_dir, write_json
+from sdd_ray.plotting import pyplot, save_figure
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
     if src.is_dir():
-        tmp = dst.with_name(dst.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        shutil.copytree(src, tmp)
-        if dst.exists():
-            shutil.rmtree(dst)
+        tmp = staging_dir(dst)
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        publish_dir(tmp, dst)
     else:
         tmp = dst.with_name(dst.name + ".tmp")
         shutil.copyfile(src, tmp)
-    tmp.replace(dst)
+        tmp.replace(dst)
 
 
 def plot_loss(history: list[dict], out: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([h["step"] for h in history], [h["loss"] for h in history], marker="." if len(history) < 50 else None)

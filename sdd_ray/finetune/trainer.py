@@ -11,64 +11,44 @@ from __future__ import annotations
 from pathlib import Path
 
 from sdd_ray.config import ConfigError
+from sdd_ray.data import ColumnMap, DataSpec, column_map, load_rows, local_files, source_type
 from sdd_ray.finetune.config import FinetuneConfig
 from sdd_ray.finetune.data import DataError, check_columns
 
 
-def toy_rows(source: str, limit: int | None) -> list[dict]:
-    """The toy fine-tuning split (`toy:<task>` or `toy:all`), in the shared data-set schema."""
-    from sdd_ray.data import toy_records
+def read_dataset(spec: DataSpec):
+    """The data set of `spec` as a Ray Dataset.
 
-    try:
-        return toy_records(source, limit)
-    except ValueError as error:
-        raise DataError(str(error)) from None
-
-
-def data_files(source: str) -> tuple[str, list[str]]:
-    """("parquet"|"json", files) of a distillation output dir (`DIR/data/*.parquet`), a dir, or a file."""
-    path = Path(source)
-    if path.is_dir():
-        for folder in (path / "data", path):
-            for kind, pattern in (("parquet", "*.parquet"), ("json", "*.jsonl")):
-                files = sorted(str(p) for p in folder.glob(pattern))
-                if files:
-                    return kind, files
-        raise DataError(f"{source}: no data/*.parquet, *.parquet or *.jsonl files in this directory")
-    if not path.is_file():
-        raise DataError(f"{source}: no such file or directory (expected parquet/jsonl data, toy:<task> or hf:<name>)")
-    if path.suffix == ".parquet":
-        return "parquet", [str(path)]
-    if path.suffix in (".jsonl", ".json"):
-        return "json", [str(path)]
-    raise DataError(f"{source}: unsupported file type {path.suffix!r} (use .parquet or .jsonl)")
-
-
-def read_dataset(source: str, limit: int | None = None):
-    """The data set of `source` as a Ray Dataset."""
+    Local files whose columns need no mapping are read as they are, by Ray Data (a distillation
+    output keeps `original_response`, the SFT arm's label); any other source goes through the shared
+    data layer into the canonical columns.
+    """
     import ray.data
 
-    if source.startswith("toy:"):
-        return ray.data.from_items(toy_rows(source, limit))
-    if source.startswith("hf:"):
-        import datasets
-
-        name, _, config = source.removeprefix("hf:").partition(":")
-        ds = ray.data.from_huggingface(datasets.load_dataset(name, config or None, split="train"))
-    else:
-        kind, files = data_files(source)
+    kind = source_type(spec.source)
+    if kind in ("jsonl", "parquet") and column_map(spec) == ColumnMap():
+        suffixes = (".parquet",) if kind == "parquet" else (".jsonl", ".json")
+        try:
+            files = [str(path) for path in local_files(spec.source, suffixes)]
+        except FileNotFoundError as error:
+            raise DataError(str(error)) from None
         if all(Path(f).stat().st_size == 0 for f in files):
-            raise DataError(f"{source}: the data set is empty")
+            raise DataError(f"{spec.source}: the data set is empty")
         ds = ray.data.read_parquet(files) if kind == "parquet" else ray.data.read_json(files, lines=True)
-    return ds.limit(limit) if limit else ds
+        return ds.limit(spec.limit) if spec.limit else ds
+    try:
+        rows, _ = load_rows(spec)
+    except (ValueError, FileNotFoundError) as error:
+        raise DataError(str(error)) from None
+    return ray.data.from_items(rows)
 
 
 def load_checked_dataset(cfg: FinetuneConfig):
     """The materialized data set, after checking that it has rows and the columns training needs."""
-    ds = read_dataset(cfg.data, cfg.data_limit).materialize()
+    ds = read_dataset(cfg.data).materialize()
     if ds.count() == 0:
-        raise DataError(f"{cfg.data}: the data set is empty")
-    check_columns(ds.schema().names, cfg.response_column, cfg.data)
+        raise DataError(f"{cfg.data.source}: the data set is empty")
+    check_columns(ds.schema().names, cfg.response_column, cfg.data.source)
     return ds
 
 
@@ -130,11 +110,11 @@ def fit(cfg: FinetuneConfig, storage_path: str | Path):
 
     from sdd_ray.finetune.guard import check_usable_rows, check_workers
     from sdd_ray.models import load_tokenizer
+    from sdd_ray.runtime import connect
 
     tokenizer = load_tokenizer(cfg.model)  # a missing model fails here, before any worker starts
     check_resumable(cfg, Path(storage_path).resolve() / cfg.run_name)
-    if not ray.is_initialized():
-        ray.init(configure_logging=False)
+    connect()
     check_workers(cfg)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the workers' reads would draw bars
     dataset = load_checked_dataset(cfg)

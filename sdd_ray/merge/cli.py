@@ -11,6 +11,7 @@ from sdd_ray.cli_utils import console, parse_list
 
 
 def merge(
+    ctx: typer.Context,
     models: Annotated[
         list[str] | None,
         typer.Option(help="The two parents (HF checkpoint or LoRA adapter dirs): `--models A B`, `--models A,B` "
@@ -28,22 +29,18 @@ def merge(
     dtype: Annotated[str | None, typer.Option(help="Output dtype: float32, bfloat16 or float16 (default: base's).")] = None,
 ) -> None:
     """SLERP-merge two checkpoints of one architecture, streaming tensor by tensor, into an HF model dir."""
-    from sdd_ray.config import ConfigError, validate_config
-    from sdd_ray.merge.config import MergeConfig, load_merge_config
+    from sdd_ray.cli_utils import given_flags
+    from sdd_ray.config import ConfigError
+    from sdd_ray.merge.config import load_merge_config
     from sdd_ray.merge.run import run_merge
 
-    parents = [path for item in (models or []) + (more_models or []) for path in parse_list(item)]
     if more_models and not models:
         raise ConfigError(f"command line: unexpected arguments {more_models}; give the parents with --models A B")
-    overrides = {"models": parents} if parents else {}
-    overrides.update({key: value for key, value in (("t", t), ("base_model", base_model), ("dtype", dtype))
-                      if value is not None})
-    if config is not None:
-        cfg = load_merge_config(config, overrides)
-    else:
-        if not parents:
-            raise ConfigError("command line: give --models A B (or --config merge.yaml)")
-        cfg = validate_config(MergeConfig, overrides, source="command line")
+    if not models and config is None:
+        raise ConfigError("command line: give --models A B (or --config merge.yaml)")
+    parents = [path for item in (models or []) + (more_models or []) for path in parse_list(item)]
+    overrides = given_flags(ctx, convert={"models": lambda _: parents}, skip=("config", "out", "more_models"))
+    cfg = load_merge_config(config, overrides)
     summary = run_merge(cfg, out)
     console.print(
         f"merged {summary['num_tensors']} tensors ({summary['num_parameters']:,} parameters, "

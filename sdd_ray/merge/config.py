@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from sdd_ray.config import ModelSpec, StrictModel, read_yaml, validate_config
+from sdd_ray.config import ModelSpec, StrictModel, apply_overrides, read_yaml, validate_config
 from sdd_ray.merge.schedule import TSetting, check_setting, get_merge_method
 
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
@@ -151,13 +151,16 @@ def _path_key(path: str) -> str:
     return str(Path(path).resolve()) if os.path.exists(path) else os.path.normpath(path)
 
 
-def load_merge_config(path: str | Path, overrides: dict | None = None) -> MergeConfig:
-    """A MergeConfig from a native or mergekit-style YAML file, with top-level `overrides`."""
-    data = read_yaml(path)
+def load_merge_config(path: str | Path | None, overrides: dict | None = None) -> MergeConfig:
+    """A MergeConfig from a native or mergekit-style YAML file (optional), with the command line's `overrides`.
+
+    `load_config`, plus the one mergekit rule: flags replace the file's `slices` and `parameters.t`.
+    """
+    data = read_yaml(path) if path is not None else {}
     overrides = overrides or {}
     if "models" in overrides:
         data.pop("slices", None)  # models from the command line replace the file's slices
     if "t" in overrides and isinstance(data.get("parameters"), dict):
         data["parameters"] = {k: v for k, v in data["parameters"].items() if k != "t"}
-    data.update(overrides)
-    return validate_config(MergeConfig, data, str(path))
+    apply_overrides(MergeConfig, data, overrides)
+    return validate_config(MergeConfig, data, str(path) if path is not None else "command line")

@@ -119,7 +119,7 @@ def check_compatible(a: Checkpoint, b: Checkpoint, limit: int = 20) -> None:
         )
 
 
-class ShardWriter:
+class TensorShardWriter:
     """Append tensors to numbered safetensors shards, writing each shard once it reaches `max_bytes`."""
 
     def __init__(self, out: Path, max_bytes: int):
@@ -180,7 +180,7 @@ def merge_checkpoints(
     check_compatible(base, other)
     num_layers = base.num_layers
     schedule = {name: resolve_t(t, name, num_layers) for name in base.tensors}  # fail before any work
-    writer = ShardWriter(out, max_shard_bytes)
+    writer = TensorShardWriter(out, max_shard_bytes)
     report = {}
     for name in base.tensors:
         tensor_a, tensor_b = base.read(name), other.read(name)

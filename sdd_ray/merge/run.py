@@ -115,7 +115,7 @@ def run_merge(cfg: MergeConfig, out: str | Path) -> dict:
     """Merge `cfg.models` into the HF checkpoint `out` (written whole, then renamed); returns merge.json."""
     import torch
 
-    from sdd_ray.io import write_json
+    from sdd_ray.io import publish_dir, staging_dir, write_json
 
     out = Path(out)
     check_out(out, "merge", [("--models", spec.path) for spec in cfg.models], own_files=("merge.json",))
@@ -124,9 +124,7 @@ def run_merge(cfg: MergeConfig, out: str | Path) -> dict:
     if out.exists() and any(out.iterdir()) and not (out / "merge.json").is_file():
         raise ConfigError(f"--out {out}: exists and is not a merge output; choose another directory")
     started = time.time()
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    partial = staging_dir(out)
     base_index = cfg.base_index
     try:
         with tempfile.TemporaryDirectory(prefix=".fold-", dir=partial.parent) as scratch:
@@ -157,8 +155,6 @@ def run_merge(cfg: MergeConfig, out: str | Path) -> dict:
         "tensors": tensors,
     }
     write_json(summary, partial / "merge.json")
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
+    publish_dir(partial, out)
     return summary
 

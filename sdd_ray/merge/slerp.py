@@ -121,12 +121,3 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float, eps: float = DEFAULT_EPS) 
     `a` and `b` must share shape, dtype and device; the result has them too.
     """
     return slerp_with_info(a, b, t, eps)[0]
-
-
-def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """(1 - t) a + t b in float32+, in a's dtype; exact copies at t = 0 and t = 1."""
-    t = float(t)
-    _check(a, b, t)
-    if t in (0.0, 1.0):
-        return (a if t == 0.0 else b).clone()
-    return _combine(a, b, 1.0 - t, t)

@@ -197,12 +197,12 @@ def check_run_inputs(cfg: RunConfig, source: str) -> None:
     """Every local input file exists and has rows, and the distillation data has its columns: before any stage."""
     from sdd_ray.guards import check_data_columns, check_data_source
 
-    check_data_source(cfg.prune.calib, f"{source}: prune.calib")
+    check_data_source(cfg.prune.calib.source, f"{source}: prune.calib.source")
     if cfg.distill is not None and cfg.runs("distill"):
         check_data_source(cfg.distill.data.source, f"{source}: distill.data.source")
         check_data_columns(cfg.distill.data, f"{source}: distill.data.source")
     if cfg.specdec is not None and cfg.runs("specdec"):
-        check_data_source(cfg.specdec.data, f"{source}: specdec.data")
+        check_data_source(cfg.specdec.data.source, f"{source}: specdec.data.source")
 
 
 def check_run_config(cfg: RunConfig, source: str = "<config>", check_model: bool = True) -> None:

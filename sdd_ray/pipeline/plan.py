@@ -132,10 +132,10 @@ def build_plan(cfg: RunConfig, out: Path) -> Plan:
         plan.distill = Job(unit, config, doing)
 
     prune_block = cfg.prune.model_dump(exclude={"block_size"})
-    prune_block["calib"] = _local(prune_block["calib"])
+    prune_block["calib"]["source"] = _local(prune_block["calib"]["source"])
     for size in cfg.prune.block_sizes:
         unit = StageUnit("prune", f"prune[bs={size}]", _settings(cfg.prune, {"block_size"}, block_size=size, model=model_key,
-                                                                        calib_fingerprint=fingerprint(cfg.prune.calib)))
+                                                                        calib_fingerprint=fingerprint(cfg.prune.calib.source)))
         config = PruneConfig(**{**prune_block, "model": base.model_dump(), "block_size": size})
         prune = plan.prune[size] = plan.add(Job(unit, config, f"{config.metric} distances on {config.num_samples} texts, remove {size} layers"))
         if cfg.runs("evaluate"):
@@ -175,12 +175,14 @@ def build_plan(cfg: RunConfig, out: Path) -> Plan:
             if cfg.runs("evaluate"):
                 evaluation("merged", size, drafts["merged"])
         if cfg.runs("specdec"):
+            specdec_block = cfg.specdec.model_dump(exclude={"drafts"})
+            specdec_block["data"]["source"] = _local(specdec_block["data"]["source"])
             chosen = {name: drafts[name] for name in cfg.specdec.drafts}
             unit = StageUnit("specdec", f"specdec[bs={size}]", _settings(cfg.specdec, {"drafts"}, target=model_key,
-                                                                       data_fingerprint=fingerprint(cfg.specdec.data)),
+                                                                       data_fingerprint=fingerprint(cfg.specdec.data.source)),
                              {f"draft_{name}": job.unit for name, job in chosen.items()})
             config = SpecDecConfig(**{
-                **cfg.specdec.model_dump(exclude={"drafts"}), "data": _local(cfg.specdec.data), "target": base.model_dump(),
+                **specdec_block, "target": base.model_dump(),
                 "drafts": {name: _spec(plan.artifact(job), base) for name, job in chosen.items()},
             })
             doing = f"k = {config.k}, drafts {', '.join(chosen)} vs target-only decoding"

@@ -12,9 +12,10 @@ import shutil
 import struct
 from pathlib import Path
 
-from sdd_ray.io import save_figure, write_json, write_text
+from sdd_ray.io import write_json, write_text
 from sdd_ray.pipeline.config import RunConfig
 from sdd_ray.pipeline.plan import Plan
+from sdd_ray.plotting import pyplot, save_figure
 
 ARM_NAMES = {"baseline": "Baseline", "no_ft": "No FT", "sft": "SFT", "sdd": "SDD", "merged": "Merged (SLERP)"}
 ARM_ORDER = ("baseline", "no_ft", "sft", "sdd", "merged")
@@ -38,15 +39,6 @@ def count_parameters(model_dir: Path) -> int:
 
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def arm_results(plan: Plan, size: int) -> dict[str, dict]:
@@ -104,7 +96,7 @@ def _loss_plot(plan: Plan, size: int, out: Path) -> str | None:
             curves[arm] = metrics["steps"]
     if not curves:
         return None
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for arm, steps in curves.items():
         ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], label=ARM_NAMES[arm], marker=".")
@@ -119,7 +111,7 @@ def _loss_plot(plan: Plan, size: int, out: Path) -> str | None:
 def _sweep_plot(rows: list[dict], out: Path) -> str | None:
     if len(rows) < 2:
         return None
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = [r["params_removed_pct"] for r in rows]
     colors = {}

@@ -9,7 +9,6 @@ pool, Ray Train's worker group) run in a zero-CPU task that only waits for them.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -60,16 +59,9 @@ class Progress:
 
 def connect(cfg: RunConfig, address: str | None = None) -> str:
     """Join the cluster at `address`, `cfg.ray.address` or `RAY_ADDRESS`; else start a local Ray."""
-    import ray
+    from sdd_ray.runtime import connect as connect_ray
 
-    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if ray.is_initialized():
-        return "already connected"
-    if address:
-        ray.init(address=address, configure_logging=False)
-        return f"cluster at {address}"
-    ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, configure_logging=False)
-    return f"local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+    return connect_ray(address or cfg.ray.address, cfg.ray.num_cpus)
 
 
 def check_run_resources(cfg: RunConfig) -> None:

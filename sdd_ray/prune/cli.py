@@ -11,11 +11,13 @@ from sdd_ray.cli_utils import console
 
 
 def prune(
-    model: Annotated[str, typer.Option(help="Model directory or hub id; `toy-teacher` for the committed toy teacher.")],
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="Model directory or hub id; `toy-teacher` for the committed toy teacher.")] = None,
     block_size: Annotated[int, typer.Option(help="Layers to remove (n); 0 computes and plots the distances only.")] = 0,
     out: Annotated[Path, typer.Option(help="Directory for the pruned checkpoint, pruning.json and distances.png.")] = Path("pruned"),
     metric: Annotated[str, typer.Option(help="angular (Gromov et al.) or bi (ShortGPT block influence).")] = "angular",
-    calib: Annotated[str, typer.Option(help="Calibration texts: toy, a .jsonl/.parquet file, or a hub dataset org/name[:config].")] = "toy",
+    calib: Annotated[str | None, typer.Option(help="Calibration texts: toy:all (its calibration split), a .jsonl/.parquet file, or a hub dataset org/name[:config]. [default: toy:all]")] = None,
+    calib_split: Annotated[str | None, typer.Option(help="Split of --calib. [default: train; toy sources: calibration]")] = None,
     text_field: Annotated[str, typer.Option(help="Field holding the text in --calib.")] = "text",
     num_samples: Annotated[int, typer.Option(help="At most this many calibration texts.")] = 256,
     max_length: Annotated[int | None, typer.Option(help="Truncate texts to this many tokens (default: whole texts, which must fit the context).")] = None,
@@ -24,24 +26,18 @@ def prune(
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs reserved per actor.")] = 0.5,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per actor.")] = 0.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Same as --block-size 0.")] = False,
+    config: Annotated[Path | None, typer.Option(help="YAML PruneConfig; the flags given override it.")] = None,
 ) -> None:
     """Remove the block of contiguous decoder layers with the smallest distance; write a plain HF checkpoint."""
     import torch
 
-    from sdd_ray.config import validate_config
-    from sdd_ray.models import as_spec
+    from sdd_ray.cli_utils import model_spec, stage_config
     from sdd_ray.prune.config import PruneConfig
     from sdd_ray.prune.distances import choose_block
     from sdd_ray.prune.run import run_prune
 
-    cfg = validate_config(
-        PruneConfig,
-        {"model": as_spec(model).model_dump(), "block_size": 0 if dry_run else block_size, "metric": metric,
-         "calib": calib, "text_field": text_field, "num_samples": num_samples, "max_length": max_length,
-         "batch_size": batch_size, "num_workers": num_workers, "cpus_per_worker": cpus_per_worker,
-         "gpus_per_worker": gpus_per_worker},
-        source="command line",
-    )
+    cfg = stage_config(ctx, PruneConfig, fields={"calib": "calib.source", "calib_split": "calib.split", "dry_run": "block_size"},
+                       convert={"model": model_spec, "dry_run": lambda on: 0 if on else None})
     report = run_prune(cfg, out)
     for n, row in report["distances"].items():
         best = choose_block({int(n): torch.tensor(row)}, int(n))

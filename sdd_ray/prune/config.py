@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from sdd_ray.config import ModelSpec, StrictModel
+from sdd_ray.data import DataSpec, with_split
 
 
 class PruneConfig(StrictModel):
@@ -20,13 +21,11 @@ class PruneConfig(StrictModel):
     metric: Literal["angular", "bi"] = "angular"
     """`angular`: angular distance of the last token's state across the block (Gromov et al.);
     `bi`: mean Block Influence of the block's layers over all tokens (ShortGPT)."""
-    calib: str = "toy"
-    """Calibration texts: `toy` (the toy world's calibration split), a local .jsonl/.parquet file, or a
-    hub dataset `org/name[:config]` (streamed from `calib_split`)."""
-    calib_split: str = "train"
-    """Split of a hub calibration dataset."""
+    calib: DataSpec = Field(default_factory=lambda: DataSpec(source="toy:all", split="calibration"))
+    """Calibration texts (`sdd_ray.data.DataSpec`): a toy source (its `calibration` split unless another
+    is named), a local .jsonl/.parquet file, or a hub dataset `org/name[:config]` (streamed from its `split`)."""
     text_field: str = "text"
-    """Field (column) holding the text in a file or hub dataset."""
+    """Field (column) holding the text (toy rows: the prompt and the teacher-style response)."""
     num_samples: int = Field(256, gt=0)
     """At most this many calibration texts."""
     max_length: int | None = Field(None, gt=0)
@@ -39,6 +38,11 @@ class PruneConfig(StrictModel):
     """CPUs reserved by each actor; below 1 so that the actor pool leaves CPUs for Ray Data's own tasks."""
     gpus_per_worker: float = Field(0.0, ge=0)
     """GPUs per actor (1 on a GPU cluster; 0 on CPU)."""
+
+    @field_validator("calib", mode="before")
+    @classmethod
+    def _toy_calibration_split(cls, value):
+        return with_split(value, "calibration", toy_only=True)
 
     @field_validator("block_size")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdd_ray.io import save_figure
+from sdd_ray.plotting import pyplot, save_figure
 
 METRIC_LABELS = {"angular": "angular distance d(l, n)", "bi": "mean block influence BI(l, n)"}
 
@@ -13,12 +13,9 @@ def plot_distances(distances: dict[int, list[float]], out: str | Path, metric: s
                    chosen: tuple[int, int] | None = None, title: str | None = None) -> Path:
     """Write the heatmap to `out` (PNG). `chosen` = (start layer, block size) is boxed in red; each
     row's minimum is dotted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    plt = pyplot()
     sizes = sorted(distances)
     num_layers = max(sizes) + 1
     grid = np.full((len(sizes), num_layers), np.nan)  # (block sizes, start layers)
@@ -33,7 +30,7 @@ def plot_distances(distances: dict[int, list[float]], out: str | Path, metric: s
     ax.scatter(minima, sizes, s=12, c="white", edgecolors="black", linewidths=0.5, label="row minimum")
     if chosen is not None:
         start, size = chosen
-        ax.add_patch(matplotlib.patches.Rectangle((start - 0.5, size - 0.5), 1, 1, fill=False,
+        ax.add_patch(plt.Rectangle((start - 0.5, size - 0.5), 1, 1, fill=False,
                                                   edgecolor="red", linewidth=2.0, label=f"removed: layers {start}..{start + size - 1}"))
     ax.set_xlabel("start layer l")
     ax.set_ylabel("block size n")

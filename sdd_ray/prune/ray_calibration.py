@@ -63,8 +63,9 @@ def calibration_sums_ray(
     """Calibration sums of `texts` from a pool of `num_workers` actors (uses the running Ray, or starts one)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False, configure_logging=False)
+    from sdd_ray.runtime import connect
+
+    connect(log_to_driver=False)
     # Sort by token-free length proxy so batches pad less; several blocks per worker keep all busy.
     ordered = sorted(texts, key=len)
     dataset = ray.data.from_items([{"text": text} for text in ordered],

@@ -9,12 +9,12 @@ architecture, calibration data, lengths) runs before the weights are loaded.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 from sdd_ray.config import ConfigError
 from sdd_ray.guards import check_out
+from sdd_ray.io import publish_dir, staging_dir
 from sdd_ray.prune.config import PruneConfig, check_block_size
 
 PRUNING_JSON = "pruning.json"
@@ -49,17 +49,7 @@ def _prepare_out(out: Path) -> Path:
     """A fresh temporary sibling of `out`; refuses to later replace a directory that is not a pruning output."""
     if out.exists() and any(out.iterdir()) and not (out / PRUNING_JSON).is_file():
         raise ConfigError(f"--out {out}: exists and is not a pruning output; choose an empty or new directory")
-    tmp = out.parent / f".{out.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    return staging_dir(out)
 
 
 def _surgery_spec(cfg: PruneConfig, config):
@@ -78,7 +68,7 @@ def calibrate(cfg: PruneConfig, num_layers: int, context: int | None):
     from sdd_ray.prune.calibrate import calibration_sums, check_lengths
     from sdd_ray.prune.data import load_calibration_texts
 
-    texts = load_calibration_texts(cfg.calib, cfg.text_field, cfg.num_samples, cfg.calib_split)
+    texts = load_calibration_texts(cfg.calib, cfg.text_field, cfg.num_samples)
     tokenizer = load_tokenizer(cfg.model)
     check_lengths(tokenizer, texts, cfg.max_length, context)
     if cfg.num_workers == 0:
@@ -106,7 +96,7 @@ def run_prune(cfg: PruneConfig, out: str | Path) -> dict:
     except ValueError as error:
         raise ConfigError(f"prune.block_size: {error}") from None
     _check_architecture(config, cfg.model.trust_remote_code)
-    check_out(out, "prune", {"--model": cfg.model.path, "--calib": cfg.calib}, own_files=(PRUNING_JSON,))
+    check_out(out, "prune", {"--model": cfg.model.path, "--calib": cfg.calib.source}, own_files=(PRUNING_JSON,))
     tmp = _prepare_out(out)
 
     started = time.perf_counter()
@@ -132,7 +122,7 @@ def run_prune(cfg: PruneConfig, out: str | Path) -> dict:
         "chosen": chosen,
         "num_layers_before": num_layers,
         "num_layers_after": num_layers - len(removed),
-        "calibration": {"source": cfg.calib, "samples": samples, "max_length": cfg.max_length,
+        "calibration": {"source": cfg.calib.source, "split": cfg.calib.split, "samples": samples, "max_length": cfg.max_length,
                         "num_workers": cfg.num_workers, "seconds": round(calibration_s, 3)},
         "distances": {str(n): [float(d) for d in row] for n, row in distances.items()},
     }
@@ -141,5 +131,5 @@ def run_prune(cfg: PruneConfig, out: str | Path) -> dict:
                    tmp / DISTANCES_PNG, cfg.metric,
                    chosen=(chosen["start_layer"], cfg.block_size) if chosen else None,
                    title=f"{Path(cfg.model.path).name}: {cfg.metric}, {samples} samples")
-    _publish(tmp, out)
+    publish_dir(tmp, out)
     return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -29,8 +30,9 @@ def resolve_api_key(value: str | None) -> str | None:
 
 
 def serve(
-    target: Annotated[str, typer.Option(help="Target model directory or hub id; `toy-teacher` for the toy teacher.")],
-    draft: Annotated[str, typer.Option(help="Draft model (e.g. the pruned, self-distilled target).")],
+    ctx: typer.Context,
+    target: Annotated[str | None, typer.Option(help="Target model directory or hub id; `toy-teacher` for the toy teacher.")] = None,
+    draft: Annotated[str | None, typer.Option(help="Draft model (e.g. the pruned, self-distilled target).")] = None,
     host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     api_key: Annotated[str | None, typer.Option(
@@ -40,22 +42,17 @@ def serve(
     model_name: Annotated[str | None, typer.Option(help="Model name clients use (default: target dir name).")] = None,
     replicas: Annotated[int, typer.Option(help="Engine replicas, each holding the pair.")] = 1,
     max_tokens_limit: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 512,
+    config: Annotated[Path | None, typer.Option(help="YAML ServeConfig; the flags given override it.")] = None,
 ) -> None:
     """Serve the target with the draft as its speculative decoder, OpenAI-compatible, on Ray Serve."""
-    import ray
     from ray import serve as ray_serve
 
-    from sdd_ray.config import validate_config
-    from sdd_ray.models import as_spec, check_model_exists
+    from sdd_ray.cli_utils import model_spec, stage_config
+    from sdd_ray.models import check_model_exists
+    from sdd_ray.runtime import connect
     from sdd_ray.serve.config import ServeConfig
 
-    cfg = validate_config(
-        ServeConfig,
-        {"target": as_spec(target).model_dump(), "draft": as_spec(draft).model_dump(), "host": host, "port": port,
-         "api_key": resolve_api_key(api_key), "k": k, "engine": engine, "model_name": model_name,
-         "replicas": replicas, "max_tokens_limit": max_tokens_limit},
-        source="command line",
-    )
+    cfg = stage_config(ctx, ServeConfig, convert={"target": model_spec, "draft": model_spec, "api_key": resolve_api_key})
     check_model_exists(cfg.target)  # a bad path fails here in one line, not after Ray and Serve start
     check_model_exists(cfg.draft)
     if cfg.engine == "vllm":
@@ -66,8 +63,7 @@ def serve(
         from sdd_ray.serve.app import build_app
 
         application = build_app(cfg)
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)
+    connect()
     ray_serve.start(http_options={"host": cfg.host, "port": cfg.port})
     console.print(f"serving {cfg.served_name!r} ({cfg.engine}, k={cfg.k}) on http://{cfg.host}:{cfg.port}/v1")
     ray_serve.run(application, name="sdd-ray", route_prefix="/", blocking=True)

@@ -25,34 +25,31 @@ def parse_drafts(values: list[str]) -> dict[str, str]:
 
 
 def specdec(
-    target: Annotated[str, typer.Option(help="Target model directory or hub id; `toy-teacher` for the toy teacher.")],
-    draft: Annotated[list[str], typer.Option(help="Draft model, `PATH` or `NAME=PATH`; repeat for a table of drafts.")],
-    data: Annotated[str, typer.Option(help="JSONL/Parquet with a `prompt` field, or `toy:<task>[,<task>]` / `toy:all`.")],
+    ctx: typer.Context,
+    target: Annotated[str | None, typer.Option(help="Target model directory or hub id; `toy-teacher` for the toy teacher.")] = None,
+    draft: Annotated[list[str] | None, typer.Option(help="Draft model, `PATH` or `NAME=PATH`; repeat for a table of drafts.")] = None,
+    data: Annotated[str | None, typer.Option(help="JSONL/Parquet with a `prompt`, `instruction` or `question` field, a hub data set name[:config], or `toy:<task>[,<task>]` / `toy:all`.")] = None,
+    split: Annotated[str | None, typer.Option(help="Split of --data. [default: test]")] = None,
     out: Annotated[Path, typer.Option(help="Where to write specdec.json.")] = Path("specdec.json"),
     k: Annotated[int, typer.Option(help="Tokens proposed by the draft per step.")] = 4,
     max_new_tokens: Annotated[int, typer.Option(help="New tokens per prompt at most.")] = 64,
-    limit: Annotated[int | None, typer.Option(help="Number of prompts.")] = 20,
+    limit: Annotated[int, typer.Option(help="Number of prompts.")] = 20,
     temperature: Annotated[float, typer.Option(help="0 = greedy (checks identical outputs); > 0 = sampling.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (sampling only).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    config: Annotated[Path | None, typer.Option(help="YAML SpecDecConfig; the flags given override it.")] = None,
 ) -> None:
     """Speculative decoding vs target-only decoding on the same prompts; writes specdec.json."""
-    from sdd_ray.config import validate_config
+    from sdd_ray.cli_utils import model_spec, stage_config
     from sdd_ray.guards import check_data_source, check_out_file
-    from sdd_ray.models import as_spec
     from sdd_ray.specdec.config import SpecDecConfig
     from sdd_ray.specdec.run import run_specdec
 
-    cfg = validate_config(
-        SpecDecConfig,
-        {"target": as_spec(target).model_dump(),
-         "drafts": {name: as_spec(path).model_dump() for name, path in parse_drafts(draft).items()},
-         "data": data, "k": k, "max_new_tokens": max_new_tokens, "limit": limit,
-         "temperature": temperature, "top_p": top_p, "seed": seed},
-        source="command line",
-    )
-    check_data_source(cfg.data)
-    check_out_file(out, [("--data", cfg.data), ("--target", cfg.target.path),
+    cfg = stage_config(ctx, SpecDecConfig, fields={"draft": "drafts", "data": "data.source", "split": "data.split"},
+                       convert={"target": model_spec,
+                                "draft": lambda values: {name: model_spec(path) for name, path in parse_drafts(values).items()}})
+    check_data_source(cfg.data.source)
+    check_out_file(out, [("--data", cfg.data.source), ("--target", cfg.target.path),
                          *(("--draft", spec.path) for spec in cfg.drafts.values())])
     result = run_specdec(cfg, out)
     t = result["target_only"]

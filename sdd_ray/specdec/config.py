@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from sdd_ray.config import ModelSpec, StrictModel
+from sdd_ray.data import DataSpec, with_split
 
 
 class SpecDecConfig(StrictModel):
@@ -13,12 +14,11 @@ class SpecDecConfig(StrictModel):
     target: ModelSpec
     drafts: dict[str, ModelSpec] = Field(min_length=1)
     """Draft models by table name (e.g. `no-ft`, `sft`, `sdd`); each is measured on the same prompts."""
-    data: str
-    """A JSONL or Parquet file, or a hub data set (`openai/gsm8k:main`, read from `split`), whose rows
-    give a user message in `prompt`, `instruction` (+ `input`) or `question` (GSM8K's layout), or `toy:<task>[,<task>...]` (toy eval-split tasks; `toy:all` for every
-    toy task). Each message is rendered with the target's chat template, else the plain instruction format."""
-    split: str = "test"
-    """Split of a hub data set."""
+    data: DataSpec
+    """The prompts (`sdd_ray.data.DataSpec`, its `test` split unless another is named): a JSONL or Parquet
+    file or a hub data set (`openai/gsm8k:main`) whose rows give a user message in `prompt`, `instruction`
+    (+ `input`) or `question` (GSM8K's layout), or a toy source (`toy:arith,facts`, `toy:all`). Each
+    message is rendered with the target's chat template, else the plain instruction format."""
     k: int = Field(4, ge=1, le=32)
     """Tokens the draft proposes per step (vLLM's `num_speculative_tokens`)."""
     max_new_tokens: int = Field(64, gt=0, le=4096)
@@ -31,14 +31,7 @@ class SpecDecConfig(StrictModel):
     warmup: int = Field(1, ge=0)
     """Prompts decoded once, untimed, before measuring (first-call allocations, lazy inits)."""
 
-    @field_validator("data")
+    @field_validator("data", mode="before")
     @classmethod
-    def _data_names_a_source(cls, value: str) -> str:
-        if value.startswith("toy:"):
-            from sdd_ray.toy.tasks import TASKS
-
-            tasks = value.removeprefix("toy:").split(",")
-            unknown = [t for t in tasks if t not in (*TASKS, "all")]
-            if unknown:
-                raise ValueError(f"unknown toy task(s) {unknown}; choose from {list(TASKS)} or `all`")
-        return value
+    def _test_split(cls, value):
+        return with_split(value, "test")

@@ -9,35 +9,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sdd_ray.data import DataSpec, capped, iter_records
 from sdd_ray.specdec.config import SpecDecConfig
 
 PROMPT_FIELDS = ("prompt", "instruction", "question")
 """File rows give the user's message in the first of these fields (`input` is appended to `instruction`)."""
 
 
-def load_prompts(data: str, limit: int | None, seed: int = 0, split: str = "test") -> list[tuple[str, str]]:
-    """(instruction, input) pairs from `toy:<task>[,...]` (the toy eval split), a JSONL/Parquet file, or a hub data set.
+def load_prompts(spec: DataSpec) -> list[tuple[str, str]]:
+    """(instruction, input) pairs from the rows of `spec`: toy rows, JSONL/Parquet files or a hub data set.
 
     They are user messages: `measure` renders them with the target's chat template (or the plain
     instruction format), as fine-tuning and evaluation do, so drafts are measured on the prompts
     they were tuned on.
     """
-    if data.startswith("toy:"):
-        from sdd_ray.toy.tasks import TASKS, generate
-
-        tasks = data.removeprefix("toy:").split(",")
-        tasks = list(TASKS) if tasks == ["all"] else tasks
-        per_task = -(-(limit or 100) // len(tasks))  # ceil: `limit` prompts in all
-        prompts = [(row["instruction"], row["input"]) for task in tasks for row in generate(task, per_task, "eval", seed)]
-        return prompts[:limit] if limit else prompts
-    from sdd_ray.data import DataSpec, iter_records
-
     prompts = []
-    for i, record in enumerate(iter_records(DataSpec(source=data, split=split, limit=limit))):
+    for i, record in enumerate(iter_records(spec)):
         row = json.loads(record) if isinstance(record, str) else record
         field = next((f for f in PROMPT_FIELDS if isinstance(row.get(f), str) and row[f].strip()), None)
         if field is None:
-            raise ValueError(f"{data}: row {i} has no non-empty string field among {list(PROMPT_FIELDS)}")
+            raise ValueError(f"{spec.source}: row {i} has no non-empty string field among {list(PROMPT_FIELDS)}")
         prompts.append((row[field], (row.get("input") or "") if field == "instruction" else ""))
     return prompts
 
@@ -105,7 +96,7 @@ def measure(cfg: SpecDecConfig, prompts: list[tuple[str, str]]) -> dict:
     result = {
         "target": cfg.target.path,
         "target_num_layers": target.config.num_hidden_layers,
-        "data": cfg.data,
+        "data": cfg.data.source,
         "prompts": len(prompts),
         "k": cfg.k,
         "max_new_tokens": cfg.max_new_tokens,
@@ -122,9 +113,9 @@ def run_specdec(cfg: SpecDecConfig, out: str | Path) -> dict:
     """Measure, write `out` (JSON, atomically) and return the result."""
     from sdd_ray.io import write_json
 
-    prompts = load_prompts(cfg.data, cfg.limit, cfg.seed, cfg.split)
+    prompts = load_prompts(capped(cfg.data, cfg.limit))
     if not prompts:
-        raise ValueError(f"{cfg.data}: no prompts")
+        raise ValueError(f"{cfg.data.source}: no prompts")
     result = measure(cfg, prompts)
     write_json(result, out)
     return result

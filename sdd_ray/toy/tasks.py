@@ -208,15 +208,3 @@ def generate(task: str, n: int, split: str, seed: int = 0) -> list[dict]:
         row["kind"] = TASK_KIND[task]
         rows.append(row)
     return rows
-
-
-def finetune_rows(task: str, n: int, seed: int = 0) -> list[dict]:
-    """The fine-tuning split in the data-set schema (`instruction`, `input`, `response`).
-
-    Responses are in the reference style, as human labels would be.
-    """
-    return [
-        {"id": r["id"], "task": r["task"], "instruction": r["instruction"], "input": r["input"],
-         "response": r["reference_response"]}
-        for r in generate(task, n, "finetune", seed)
-    ]
