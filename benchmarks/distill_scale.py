@@ -61,7 +61,7 @@ def bad_rows(valid: list[dict], per_kind: int) -> dict[str, list[str]]:
 
 def write_input(path: Path, rows: int, per_kind: int) -> dict:
     """Valid toy rows with the bad ones spread through the file; returns what the output must hold."""
-    from sdd_ray.data import toy_records
+    from sdd_ray.toy.sources import toy_records
 
     valid = toy_records("toy:all", rows)
     bad = bad_rows(valid, per_kind)
