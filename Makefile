@@ -43,12 +43,15 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
-# The pruned SmolLM2 that vLLM loads is made by the main environment (GGUF conversion + pruning).
+# The SmolLM2 pair that vLLM loads is made by the main environment (GGUF conversion + pruning).
+SMOLLM2 := runs/test-vllm/smollm2-135m
 PRUNED_SMOLLM2 := runs/test-vllm/smollm2-pruned-6
 test-vllm: $(VLLM_VENV)/.installed setup
+	test -f $(SMOLLM2)/config.json || $(BIN)/sdd-ray convert smollm2-135m --dtype float32 --out $(SMOLLM2)
 	test -f $(PRUNED_SMOLLM2)/config.json || $(BIN)/sdd-ray prune --model smollm2-135m --block-size 6 \
 		--calib openai/gsm8k:main --text-field question --num-samples 64 --num-workers 0 --out $(PRUNED_SMOLLM2)
-	SDD_RAY_PRUNED_SMOLLM2=$(PRUNED_SMOLLM2) $(VLLM_VENV)/bin/pytest -q -m vllm tests/test_distill_vllm.py tests/test_smollm2_vllm.py
+	SDD_RAY_SMOLLM2=$(SMOLLM2) SDD_RAY_PRUNED_SMOLLM2=$(PRUNED_SMOLLM2) $(VLLM_VENV)/bin/pytest -q -m vllm \
+		tests/test_distill_vllm.py tests/test_smollm2_vllm.py tests/test_serve_vllm.py tests/test_serve.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -20,8 +20,8 @@ class VLLMOptions(StrictModel):
     pipeline_parallel_size: int = Field(default=1, ge=1)
     max_model_len: int | None = Field(default=None, gt=0)
     """Context length the engine allocates for; default: the model's."""
-    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
-    """Fraction of GPU memory for weights + KV cache; on `device: cpu`, of host memory (set it low on shared hosts)."""
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    """Fraction of GPU memory for weights + KV cache; on `device: cpu`, of host memory. None: 0.9 GPU, 0.1 CPU."""
     max_concurrent_batches: int = Field(default=8, ge=1)
     """Batches in flight per engine, to hide per-batch tail latency."""
     accelerator_type: str | None = None

@@ -15,6 +15,8 @@ same sampling code, one token per forward pass.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -152,15 +154,24 @@ def _new_cache(model):
     return DynamicCache(config=model.config)
 
 
+@functools.cache
+def _cache_argument(model_class: type) -> str:
+    """The forward argument that takes the KV cache: `cache` in transformers >= 5.2x, `past_key_values` before.
+
+    An unknown keyword is swallowed by `**kwargs` without error, and the model then decodes every
+    step without its context (garbage text), so the name is read from the signature, not assumed.
+    """
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 def _forward(model, cache, new_ids: list[int], keep: int = 1) -> torch.Tensor:
     """Logits (keep, V) of the last `keep` of `new_ids`, appended to what `cache` holds; the cache grows.
 
-    `cache=` is the transformers >= 5.2x name of `past_key_values`; `logits_to_keep` skips the LM head
-    on positions nobody reads (the prompt, during the first verification).
+    `logits_to_keep` skips the LM head on positions nobody reads (the prompt, during the first verification).
     """
     device = next(model.parameters()).device
     input_ids = torch.tensor([new_ids], dtype=torch.long, device=device)
-    out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=keep)
+    out = model(input_ids=input_ids, **{_cache_argument(type(model)): cache}, use_cache=True, logits_to_keep=keep)
     return out.logits[0].float().cpu()  # (keep, V)
 
 
