@@ -138,8 +138,10 @@ def run_engine(engine: str, args, prompts: list[str]) -> dict:
     try:
         send(base, prompts[0], args.max_tokens, False, float("inf"))  # warm-up
         before = httpx.get(f"{base}/metrics", timeout=60).json()["speculative"]
-        levels = [level(base, prompts, c, max(args.requests, 2 * c), args.max_tokens, args.deadline_s)
-                  for c in args.concurrency]
+        levels = []
+        for c in args.concurrency:
+            levels.append(level(base, prompts, c, max(args.requests, 2 * c), args.max_tokens, args.deadline_s))
+            print(engine, json.dumps(levels[-1]), file=sys.stderr, flush=True)
         after = httpx.get(f"{base}/metrics", timeout=60).json()["speculative"]
         bad_status = [httpx.post(f"{base}/v1/completions", content=b, timeout=60).status_code for b in BAD_BODIES]
     finally:
@@ -177,22 +179,23 @@ def main() -> None:
             print("vLLM is not installed here: running the hf engine only", file=sys.stderr)
             engines = [e for e in engines if e != "vllm"]
     prompts = load_prompts(args.target, args.prompts, args.num_prompts)
-    start_ray()
-    try:
-        runs = [run_engine(engine, args, prompts) for engine in engines]
-    finally:
-        ray.shutdown()
     result = {
         "benchmark": "serve_load",
         "command": " ".join(["benchmarks/serve_load.py", *sys.argv[1:]]),
         "target": args.target, "draft": args.draft, "k": args.k, "max_tokens": args.max_tokens,
         "prompts": f"{args.prompts} (first {args.num_prompts}, chat template)", "streamed_fraction": 0.5,
-        "engines": runs,
+        "engines": [],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(args.out)
+    start_ray()
+    try:
+        for engine in engines:
+            result["engines"].append(run_engine(engine, args, prompts))
+            tmp = args.out.with_suffix(".json.tmp")  # after each engine: a cut run keeps what it measured
+            tmp.write_text(json.dumps(result, indent=2))
+            tmp.replace(args.out)
+    finally:
+        ray.shutdown()
     print(json.dumps(result, indent=2))
 
 
