@@ -32,8 +32,19 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup
-	$(BIN)/pytest -q tests
+# The SmolLM2 pair the vLLM tests load, made once from the GGUF that `make setup` installs.
+SMOLLM2 := runs/test-vllm/smollm2-135m
+PRUNED_SMOLLM2 := runs/test-vllm/smollm2-pruned-6
+TEST_MODELS := $(SMOLLM2)/config.json $(PRUNED_SMOLLM2)/config.json
+TEST_ENV := SDD_RAY_SMOLLM2=$(SMOLLM2) SDD_RAY_PRUNED_SMOLLM2=$(PRUNED_SMOLLM2)
+$(SMOLLM2)/config.json: | setup
+	$(BIN)/sdd-ray convert smollm2-135m --dtype float32 --out $(SMOLLM2)
+$(PRUNED_SMOLLM2)/config.json: | setup
+	$(BIN)/sdd-ray prune --model smollm2-135m --block-size 6 --calib openai/gsm8k:main --text-field question \
+		--num-samples 64 --num-workers 0 --out $(PRUNED_SMOLLM2)
+
+test: setup $(TEST_MODELS)
+	$(TEST_ENV) $(BIN)/pytest -q tests
 
 test-fast: setup  # neither the slow end-to-end tests nor the real vLLM engines (minutes each)
 	$(BIN)/pytest -q -m "not slow and not vllm" tests
@@ -42,9 +53,10 @@ teacher: setup
 	$(BIN)/python jobs/train_toy_teacher.py --out sdd_ray/toy/teacher
 
 # The tests that run a real vLLM engine (also part of `make test`): the distill `vllm` backend through
-# ray.data.llm on the toy teacher, and a pruned SmolLM2 in vLLM giving transformers' greedy tokens.
-test-vllm: setup
-	$(BIN)/pytest -q -m vllm tests
+# ray.data.llm on the toy teacher, a pruned SmolLM2 in vLLM giving transformers' greedy tokens, and
+# `serve --engine vllm` with SmolLM2 (float32) as target and its pruned copy as draft.
+test-vllm: setup $(TEST_MODELS)
+	$(TEST_ENV) $(BIN)/pytest -q -m vllm tests
 
 clean:
 	rm -rf $(VENV) .venv-vllm runs .pytest_cache  # .venv-vllm: the separate vLLM venv of earlier versions

@@ -53,7 +53,7 @@ def test_vllm_app_configuration_matches_ray_serve_llm_schema():
 
     cfg = validate_config(ServeConfig, {
         "target": {"path": "/models/llama-8b"}, "draft": {"path": "/models/llama-8b-pruned-sdd"},
-        "engine": "vllm", "k": 5, "replicas": 2, "accelerator_type": "H100", "max_model_len": 4096,
+        "engine": "vllm", "k": 5, "replicas": 2, "accelerator_type": "H100", "max_model_len": 4096, "api_key": "k",
     })
     args = serving_args(cfg)
     (llm,) = args["llm_configs"]
@@ -62,7 +62,9 @@ def test_vllm_app_configuration_matches_ray_serve_llm_schema():
         "method": "draft_model", "model": "/models/llama-8b-pruned-sdd", "num_speculative_tokens": 5,
     }
     assert llm["engine_kwargs"]["max_model_len"] == 4096
+    assert "enforce_eager" not in llm["engine_kwargs"] and "placement_group_config" not in llm  # a GPU: vLLM's defaults
     assert llm["deployment_config"]["num_replicas"] == 2
+    assert args["ingress_cls_config"]["ingress_extra_kwargs"]["config"]["api_key"] == "k"
     # ray.serve.llm.LLMConfig is this class (re-exported); the public import needs vLLM, the base does not.
     from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
 
@@ -73,13 +75,39 @@ def test_vllm_app_configuration_matches_ray_serve_llm_schema():
     assert validated.max_request_context_length == 4096
 
 
-def test_vllm_engine_refuses_api_key_and_reports_missing_vllm(monkeypatch):
-    with pytest.raises(ConfigError, match="api_key is not supported with engine vllm"):
-        validate_config(ServeConfig, {"target": {"path": "t"}, "draft": {"path": "d"}, "engine": "vllm", "api_key": "k"})
+def test_vllm_cpu_defaults_come_from_one_place():
+    """On the CPU build: eager mode (compiled mode gave wrong speculative text), float32, a small RAM share,
+    CPU bundles; the same engine arguments for serve, distill and evaluate; explicit overrides win."""
+    from sdd_ray.config import ModelSpec
+    from sdd_ray.distill.config import DistillConfig
+    from sdd_ray.distill.vllm_backend import engine_kwargs as distill_engine_kwargs
+    from sdd_ray.serve.vllm_app import llm_config
+    from sdd_ray.vllm_engine import CPU_DEFAULTS, engine_args
+
+    cpu = engine_args(ModelSpec(path="/m"), device="cpu")
+    assert cpu["enforce_eager"] is True and cpu["dtype"] == "float32" and cpu["kv_cache_memory_bytes"] == 1 << 30
+    assert set(CPU_DEFAULTS) <= set(cpu)
+    assert engine_args(ModelSpec(path="/m", dtype="bfloat16"), device="cpu", overrides={"enforce_eager": False}) == {
+        **cpu, "dtype": "bfloat16", "enforce_eager": False}
+    gpu = engine_args(ModelSpec(path="/m"), device="gpu")
+    assert "enforce_eager" not in gpu and "dtype" not in gpu and gpu["gpu_memory_utilization"] == 0.9
+
+    serve_cfg = validate_config(ServeConfig, {"target": {"path": "/m"}, "draft": {"path": "/d"}, "engine": "vllm",
+                                              "device": "cpu", "k": 3, "engine_num_cpus": 0.5})
+    served = llm_config(serve_cfg)
+    assert {k: served["engine_kwargs"][k] for k in cpu} == cpu
+    assert served["placement_group_config"] == {"bundles": [{"CPU": 0.5}]}
+    distill_cfg = validate_config(DistillConfig, {"teacher": {"path": "/m"}, "data": {"source": "toy:all"},
+                                                  "backend": "vllm", "vllm": {"device": "cpu"}})
+    assert distill_engine_kwargs(distill_cfg, 0) == cpu
+
+
+def test_vllm_engine_reports_missing_vllm(monkeypatch):
     # Where vLLM is absent (ray.serve.llm then fails to import), building the app says so instead of failing obscurely.
     from sdd_ray.serve.vllm_app import VLLMUnavailableError, build_vllm_app
 
     monkeypatch.setitem(sys.modules, "ray.serve.llm", None)
+    monkeypatch.setitem(sys.modules, "sdd_ray.serve.vllm_deployments", None)
     cfg = validate_config(ServeConfig, {"target": {"path": "t"}, "draft": {"path": "d"}, "engine": "vllm"})
     with pytest.raises(VLLMUnavailableError, match="needs vLLM"):
         build_vllm_app(cfg)
@@ -183,27 +211,37 @@ def test_serve_app_over_http(client, server):
         assert list(pool.map(ask, range(6))) == [200] * 6
 
     # Bad requests get a 4xx with a reason, and the server keeps serving.
+    bad = check_bad_requests(client, server, body)
+    assert client.post("/v1/completions", json=body).status_code == 200
+
+    metrics = client.get("/metrics").json()
+    assert metrics["errors"] == bad
+    speculative = metrics["speculative"]
+    assert speculative["requests"] == 12  # 3 completions + 2 chats + 6 concurrent + 1 after the bad ones
+    assert speculative["acceptance_rate"] == 1.0
+    assert speculative["mean_accepted_length"] > 1.0
+    assert client.get("/v1/metrics").json()["speculative"]["requests"] == 12
+
+
+def check_bad_requests(client, server: str, body: dict) -> int:
+    """Send the bad requests every engine must refuse alike (status and reason); returns how many."""
+    import httpx
+
+    model = body["model"]
     bad = [
         (client.post("/v1/completions", content=b"{oops", headers={"content-type": "application/json"}), 400, "JSON"),
         (client.post("/v1/completions", json={**body, "model": "gpt-4"}), 404, "does not exist"),
         (client.post("/v1/completions", json={**body, "max_tokens": 1000}), 400, "max_tokens"),
         (client.post("/v1/completions", json={**body, "prompt": ""}), 400, "empty"),
-        (client.post("/v1/chat/completions", json={"model": "tiny-target", "messages": []}), 400, "messages"),
+        (client.post("/v1/completions", json={**body, "stop": ["\n"]}), 400, "stop sequences are not supported"),
+        (client.post("/v1/chat/completions", json={"model": model, "messages": []}), 400, "messages"),
         (httpx.post(f"{server}/v1/completions", json=body, timeout=30), 401, "API key"),
         (httpx.post(f"{server}/v1/completions", json=body, headers={"Authorization": "Bearer nope"}, timeout=30), 401, "API key"),
     ]
     for response, status, reason in bad:
         assert response.status_code == status, response.text
         assert reason in response.json()["error"]["message"]
-    assert client.post("/v1/completions", json=body).status_code == 200
-
-    metrics = client.get("/metrics").json()
-    assert metrics["errors"] == len(bad)
-    speculative = metrics["speculative"]
-    assert speculative["requests"] == 12  # 3 completions + 2 chats + 6 concurrent + 1 after the bad ones
-    assert speculative["acceptance_rate"] == 1.0
-    assert speculative["mean_accepted_length"] > 1.0
-    assert client.get("/v1/metrics").json()["speculative"]["requests"] == 12
+    return len(bad)
 
 
 @pytest.mark.vllm

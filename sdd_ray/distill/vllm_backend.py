@@ -27,22 +27,20 @@ PROMPT_TOO_LONG = "is longer than the maximum model length"  # vLLM's input vali
 
 
 def engine_kwargs(cfg: DistillConfig, cluster_gpus: float) -> dict[str, Any]:
-    """`vllm.EngineArgs` for the teacher: parallelism and memory from `cfg.vllm`, then its `engine_kwargs`."""
+    """`vllm.EngineArgs` for the teacher (`sdd_ray.vllm_engine`: CPU-correct defaults), then `cfg.vllm.engine_kwargs`.
+
+    The device is the cluster's (`resolve_engine_device`), not the driver's: a driver on a CPU head
+    node still places its engines on GPU workers.
+    """
+    from sdd_ray.vllm_engine import engine_args
+
     options = resolve_engine_device(cfg.vllm, cluster_gpus)
-    kwargs: dict[str, Any] = {
-        "tensor_parallel_size": options.tensor_parallel_size,
-        "pipeline_parallel_size": options.pipeline_parallel_size,
-        "trust_remote_code": cfg.teacher.trust_remote_code,
-        # On the CPU backend this is the fraction of host memory vLLM reserves (weights + KV cache).
-        "gpu_memory_utilization": options.gpu_memory_utilization,
-    }
-    if cfg.teacher.revision:
-        kwargs["revision"] = cfg.teacher.revision
-    if cfg.teacher.dtype != "auto":
-        kwargs["dtype"] = cfg.teacher.dtype
-    if options.max_model_len:
-        kwargs["max_model_len"] = options.max_model_len
-    return {**kwargs, **options.engine_kwargs}
+    return engine_args(
+        cfg.teacher, device=options.device, max_model_len=options.max_model_len,
+        gpu_memory_utilization=cfg.vllm.gpu_memory_utilization,  # None: engine_args' per-device default
+        tensor_parallel_size=options.tensor_parallel_size,
+        pipeline_parallel_size=options.pipeline_parallel_size, overrides=options.engine_kwargs,
+    )
 
 
 def has_chat_template(model_path: str) -> bool:

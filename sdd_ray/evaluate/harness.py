@@ -32,13 +32,12 @@ def model_args(spec: ModelSpec, cfg: EvaluateConfig) -> dict:
     if spec.revision:
         args["revision"] = spec.revision
     if cfg.harness.backend == "vllm":
-        args.update(
-            tensor_parallel_size=max(1, int(cfg.resources.num_gpus)),
-            gpu_memory_utilization=cfg.harness.gpu_memory_utilization,
-            seed=cfg.seed,
-        )
-        if cfg.harness.max_model_len:
-            args["max_model_len"] = cfg.harness.max_model_len
+        from sdd_ray.vllm_engine import engine_args
+
+        args.update(engine_args(
+            spec, max_model_len=cfg.harness.max_model_len, gpu_memory_utilization=cfg.harness.gpu_memory_utilization,
+            tensor_parallel_size=max(1, int(cfg.resources.num_gpus)), seed=cfg.seed,
+        ))
     return args
 
 

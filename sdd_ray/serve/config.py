@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -18,7 +18,7 @@ class ServeConfig(StrictModel):
     """The `model` clients ask for (default: the target directory's name)."""
     engine: Literal["hf", "vllm"] = "hf"
     """`hf`: sdd_ray's speculative decoder (CPU or GPU, transformers); `vllm`: `ray.serve.llm` with
-    vLLM's draft-model speculative decoding (GPU clusters)."""
+    vLLM's draft-model speculative decoding (vLLM's CUDA build on GPUs, its CPU build elsewhere)."""
     k: int = Field(4, ge=1, le=32)
     """Tokens the draft proposes per step."""
     host: str = "127.0.0.1"
@@ -45,16 +45,20 @@ class ServeConfig(StrictModel):
     """vLLM engine only."""
     max_model_len: int | None = Field(None, gt=0)
     """vLLM engine only: context length (default: the model's)."""
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    """vLLM engine only: `auto` is a GPU when `accelerator_type` is set or CUDA is visible, else vLLM's CPU build."""
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    """vLLM engine only: the share of GPU memory (of host RAM on the CPU build) vLLM reserves; None: 0.9 GPU, 0.1 CPU."""
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """vLLM engine only: extra `vllm.EngineArgs`, over sdd_ray's defaults (`sdd_ray.vllm_engine`)."""
+    verify_prompts: int = Field(3, ge=0, le=16)
+    """vLLM engine only: prompts on which start-up checks that greedy output equals the target's own (0: off)."""
+    verify_max_tokens: int = Field(32, ge=1)
 
     @model_validator(mode="after")
     def _default_within_limit(self):
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit ({self.max_tokens_limit})")
-        if self.engine == "vllm" and self.api_key:
-            raise ValueError(
-                "api_key is not supported with engine vllm: ray.serve.llm's OpenAI ingress has no key check; "
-                "keep the 127.0.0.1 bind or put an authenticating gateway in front"
-            )
         return self
 
     @property

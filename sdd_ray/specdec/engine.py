@@ -15,6 +15,7 @@ same sampling code, one token per forward pass.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections.abc import Iterator
@@ -153,12 +154,14 @@ def _new_cache(model):
     return DynamicCache(config=model.config)
 
 
-def _cache_keyword(model) -> str:
-    """`cache` (transformers >= 5.20) or `past_key_values` (earlier; vLLM 0.32 pins transformers < 5.20).
+@functools.cache
+def _cache_argument(model_class: type) -> str:
+    """The forward argument that takes the KV cache: `cache` in transformers >= 5.2x, `past_key_values` before.
 
-    An unknown keyword would vanish into the model's `**kwargs` and decoding would run without a cache.
+    An unknown keyword is swallowed by `**kwargs` without error, and the model then decodes every
+    step without its context (garbage text), so the name is read from the signature, not assumed.
     """
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def _forward(model, cache, new_ids: list[int], keep: int = 1) -> torch.Tensor:
@@ -168,7 +171,7 @@ def _forward(model, cache, new_ids: list[int], keep: int = 1) -> torch.Tensor:
     """
     device = next(model.parameters()).device
     input_ids = torch.tensor([new_ids], dtype=torch.long, device=device)
-    out = model(input_ids=input_ids, **{_cache_keyword(model): cache}, use_cache=True, logits_to_keep=keep)
+    out = model(input_ids=input_ids, **{_cache_argument(type(model)): cache}, use_cache=True, logits_to_keep=keep)
     return out.logits[0].float().cpu()  # (keep, V)
 
 
