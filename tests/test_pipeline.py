@@ -378,3 +378,14 @@ def test_stage_outputs_of_a_gguf_model_are_plain_checkpoints(tmp_path, monkeypat
     outputs = [spec for spec in specs if spec.path.startswith(str(tmp_path / "out"))]
     assert base and all(spec.path == cfg.model.path for spec in base)
     assert outputs and all(spec.gguf is None for spec in outputs)
+
+
+def test_pipeline_specdec_prompts_come_from_the_test_split_as_on_the_command_line():
+    """The drafts were fine-tuned on the train split: measuring them there would flatter SFT and SDD."""
+    from sdd_ray.pipeline.config import SpecdecBlock
+    from sdd_ray.specdec.config import SpecDecConfig
+
+    block = SpecdecBlock(data="toy:all")
+    command_line = SpecDecConfig(target={"path": "t"}, drafts={"d": {"path": "d"}}, data="toy:all")
+    assert block.data.split == command_line.data.split == "test"
+    assert SpecdecBlock(data={"source": "toy:all", "split": "train"}).data.split == "train"

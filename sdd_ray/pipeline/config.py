@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
 from sdd_ray.config import ConfigError, ModelSpec, StrictModel, format_validation_error, read_yaml, validate_config
+from sdd_ray.data import with_split
 from sdd_ray.distill.config import DistillConfig
 from sdd_ray.evaluate.config import EvaluateConfig
 from sdd_ray.finetune.config import FinetuneConfig
@@ -89,11 +90,20 @@ MergeBlock = stage_block(
                            description="The two fine-tuned arms to SLERP (the first is the t = 0 parent).")),
 )
 EvaluateBlock = stage_block(EvaluateConfig, "EvaluateBlock")
-SpecdecBlock = stage_block(
-    SpecDecConfig, "SpecdecBlock",
+SpecdecBlockBase = stage_block(
+    SpecDecConfig, "SpecdecBlockBase",
     drafts=(list[Draft], Field(["no_ft", "sft", "sdd"], min_length=1,
                                description="Drafts measured against the unpruned target, on the same prompts.")),
 )
+
+
+class SpecdecBlock(SpecdecBlockBase):
+    @field_validator("data", mode="before")
+    @classmethod
+    def _test_split(cls, value):
+        """As `sdd-ray specdec`: prompts from the `test` split unless another is named, never the
+        fine-tuning rows the SFT and SDD drafts were trained on."""
+        return with_split(value, "test")
 
 
 class StageResources(StrictModel):
