@@ -21,13 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-QUESTIONS = [
-    "What is the capital of France?",
-    "Name three colours.",
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May?",
-    "How do you say 'thank you' in Japanese? Write it in Japanese characters.",
-]
+from sdd_ray.serve.guard import QUESTIONS as GUARD_QUESTIONS
+
+QUESTIONS = GUARD_QUESTIONS[:4]  # the start-up guard's first prompts: the results above used these four
 
 # name -> (engine kwargs over the base, environment, use the draft). `compiled-warm` reuses the
 # compile cache that `compiled-cold` left, as a second start on the same machine would;
