@@ -64,6 +64,14 @@ def test_overlong_rows_are_truncated_or_rejected_and_counted(tiny_llama):
     assert (stats.used, stats.truncated, stats.rejected) == (1, 0, 3)
 
 
+def test_row_order_gives_two_arms_the_same_batches_whatever_their_lengths():
+    sft_lengths, sdd_lengths = [10 + 7 * (i % 5) for i in range(64)], [40 - 3 * (i % 7) for i in range(64)]
+    by_row = [epoch_plan(lengths, global_batch=8, seed=1, epoch=0, window=1) for lengths in (sft_lengths, sdd_lengths)]
+    assert [sorted(b) for b in by_row[0]] == [sorted(b) for b in by_row[1]]
+    by_length = [epoch_plan(lengths, global_batch=8, seed=1, epoch=0) for lengths in (sft_lengths, sdd_lengths)]
+    assert [sorted(b) for b in by_length[0]] != [sorted(b) for b in by_length[1]]
+
+
 def test_epoch_plan_is_seeded_and_covers_every_full_batch():
     lengths = [i % 7 for i in range(50)]
     plan = epoch_plan(lengths, global_batch=8, seed=3, epoch=0)

@@ -154,6 +154,32 @@ def test_changed_config_reruns_only_dependents(tmp_path):
     assert one.items() <= keys.items()
 
 
+def test_seeds_train_every_arm_per_seed_and_leave_other_keys_alone(tmp_path):
+    keys = _keys(short_config(Path("model"), tmp_path), tmp_path)
+    seeded = _keys(short_config(Path("model"), tmp_path, finetune={"seeds": [0, 1]}), tmp_path)
+    assert {label for label in seeded if label.startswith("finetune")} == {
+        f"finetune[{arm}-s{seed}, bs=2]" for arm in ("sft", "sdd") for seed in (0, 1)}
+    assert {label for label in seeded if label.startswith("evaluate[s")} == {
+        f"evaluate[{arm}-s{seed}, bs=2]" for arm in ("sft", "sdd") for seed in (0, 1)}
+    assert len({seeded[f"finetune[{arm}-s{seed}, bs=2]"] for arm in ("sft", "sdd") for seed in (0, 1)}) == 4
+    upstream = [label for label in keys if not label.startswith(("finetune", "evaluate[s", "evaluate[m", "merge", "specdec"))]
+    assert len(upstream) == 4  # baseline and no_ft evaluations, prune, distill
+    assert all(seeded[label] == keys[label] for label in upstream)
+    # merge and specdec read each arm's first seed
+    assert seeded["merge[bs=2]"] != keys["merge[bs=2]"] and "specdec[bs=2]" in seeded
+
+
+def test_a_new_setting_at_its_default_keeps_finished_keys(tmp_path):
+    """Keys hold the settings that differ from the defaults: a config that spells a default out, as a
+    run made before that option existed did not, reuses the same outputs."""
+    keys = _keys(short_config(Path("model"), tmp_path), tmp_path)
+    spelled = _keys(short_config(Path("model"), tmp_path, finetune={"batch_order": "length"},
+                                 distill={"drop_missing_context": False, "gate": None}), tmp_path)
+    assert spelled == keys
+    gated = _keys(short_config(Path("model"), tmp_path, distill={"gate": {}}), tmp_path)
+    assert gated["distill"] != keys["distill"]
+
+
 def test_stage_cache_states(tmp_path):
     cache = StageCache(tmp_path)
     root = StageUnit("prune", "prune[bs=2]", {"block_size": 2})

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 
 from sdd_ray.config import ModelSpec, StrictModel
 from sdd_ray.data import DataSpec
+from sdd_ray.distill.gate import QualityGate
 
 DEFAULT_TEMPLATES = {"general": "general", "math": "math", "mc": "mc"}
 
@@ -76,6 +77,17 @@ class DistillConfig(StrictModel):
     (such rows are rejected as `teacher_failed`; past this rate the output is not self-distilled data)."""
     progress: bool = True
     """Show a progress bar with rows/s and tokens/s."""
+    gate: QualityGate | None = None
+    """The rewrite quality gate beyond the paper's selection (answer-only, loops, conflicting answers, leaks,
+    non-answers, off-topic): a rewrite that fails it falls back to the reference. None: the paper's selection only."""
+    drop_missing_context: bool = False
+    """Reject rows whose instruction refers to a passage the row does not carry (`Given this paragraph...`
+    with an empty `input`), as in copies of Dolly without `context`."""
+    max_reference_words: int | None = Field(default=None, gt=0)
+    """Reject rows whose reference response is longer than this many words (both arms lose them alike)."""
+    gap_rows: int = Field(default=0, ge=0)
+    """After distilling, score up to this many rows whose rewrite was selected: mean NLL/token of the rewrite
+    and of the reference under the teacher (the distribution gap SDD relies on), in `stats.json`. 0: off."""
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
 
     @field_validator("templates")

@@ -32,7 +32,8 @@ from sdd_ray.data import (
 )
 from sdd_ray.distill.config import DistillConfig
 from sdd_ray.distill.failures import TEACHER_FAILED, TeacherFailureError, failure_message, summarize_failures
-from sdd_ray.distill.rewrite import load_templates, prompt_for, row_kind, select_row
+from sdd_ray.distill.gate import QualityGate
+from sdd_ray.distill.rewrite import input_reason, load_templates, prompt_for, row_kind, select_row
 from sdd_ray.distill.schema import EMPTY_GENERATED, EMPTY_SELECTED, PREPARED, PROCESSED, to_table
 from sdd_ray.distill.shards import ShardWriter
 from sdd_ray.guards import check_cluster_resources
@@ -109,12 +110,15 @@ def read_records(spec: DataSpec, rows_per_block: int):
 
 
 def prepare_batch(batch: pa.Table, json_lines: bool, columns, task: str, kind: str, task_kind: str,
-                  templates: dict[str, str], done_ids: frozenset) -> pa.Table:
+                  templates: dict[str, str], done_ids: frozenset, drop_missing_context: bool = False,
+                  max_reference_words: int | None = None) -> pa.Table:
     """Parse and validate raw records, resolve each row's kind, render its rewrite prompt."""
     records = batch.column("text").to_pylist() if json_lines else batch.to_pylist()
     rows = []
     for record in records:
         row = parse_record(record, columns, task, kind)
+        if not row["reject_reason"]:
+            row["reject_reason"] = input_reason(row, drop_missing_context, max_reference_words)
         row["kind"] = row_kind(row, task_kind)
         row["skip"] = row["id"] in done_ids
         row["prompt"] = "" if row["reject_reason"] or row["skip"] else prompt_for(row, row["kind"], templates)
@@ -132,13 +136,14 @@ def bypass(batch: pa.Table) -> pa.Table:
     return to_table([{**row, **EMPTY_GENERATED, **EMPTY_SELECTED} for row in kept], PROCESSED)
 
 
-def select_batch(batch: pa.Table) -> pa.Table:
+def select_batch(batch: pa.Table, gate: dict | None = None) -> pa.Table:
     """Conditional selection; a row the teacher failed on is rejected (`teacher_failed`), not kept as original."""
     rows = batch.to_pylist()
+    quality_gate = QualityGate.model_validate(gate) if gate is not None else None
     for row in rows:
         if row["generation_error"] and not row["reject_reason"]:
             row["reject_reason"] = TEACHER_FAILED
-        row.update(EMPTY_SELECTED if row["reject_reason"] else select_row(row))
+        row.update(EMPTY_SELECTED if row["reject_reason"] else select_row(row, quality_gate))
     return to_table(rows, PROCESSED)
 
 
@@ -173,12 +178,14 @@ def build_dataset(cfg: DistillConfig, done_ids: frozenset):
         prepare_batch,
         fn_kwargs={"json_lines": source_type(source.source) in ("toy", "jsonl"), "columns": column_map(cfg.data),
                    "task": default_task(cfg.data), "kind": default_kind(cfg.data), "task_kind": cfg.task_kind,
-                   "templates": templates, "done_ids": done_ids},
+                   "templates": templates, "done_ids": done_ids, "drop_missing_context": cfg.drop_missing_context,
+                   "max_reference_words": cfg.max_reference_words},
         batch_format="pyarrow",
         num_cpus=LIGHT_CPUS,
     )
     generated = generate(prepared.map_batches(to_generate, batch_format="pyarrow", num_cpus=LIGHT_CPUS), cfg)
-    selected = generated.map_batches(select_batch, batch_format="pyarrow", num_cpus=LIGHT_CPUS)
+    gate = cfg.gate.model_dump() if cfg.gate is not None else None
+    selected = generated.map_batches(select_batch, fn_kwargs={"gate": gate}, batch_format="pyarrow", num_cpus=LIGHT_CPUS)
     return selected.union(prepared.map_batches(bypass, batch_format="pyarrow", num_cpus=LIGHT_CPUS))
 
 
@@ -262,9 +269,17 @@ def finish(cfg: DistillConfig, writer: ShardWriter, wall: float, first_output: t
             "steady_tokens_per_s": round(steady_tokens_per_s(wall, writer.run["generated_tokens"], first_output), 2),
         },
         "by_task": totals["by_task"],
+        "selection_reasons": totals["selection_reasons"],
+        "selection_examples": totals["selection_examples"],
+        "copy_rate": round(totals["copies"] / totals["teacher_selected"], 4) if totals["teacher_selected"] else 0.0,
+        "words": {"reference": totals["reference_words"], "selected": totals["selected_words"]},
         "teacher": cfg.teacher.path,
         "data": cfg.data.source,
     }
+    if cfg.gap_rows and stats["complete"]:
+        from sdd_ray.distill.gap import distribution_gap
+
+        stats["distribution_gap"] = distribution_gap(cfg.teacher, writer.data_dir, cfg.gap_rows)
     write_text(Path(writer.out) / "stats.json", json.dumps(stats, indent=2))
     if error:
         raise TeacherFailureError(error)

@@ -6,6 +6,7 @@ Pure functions over canonical rows (`sdd_ray.data`), no Ray: the pipeline maps t
 from __future__ import annotations
 
 from sdd_ray.answers import KINDS
+from sdd_ray.distill.gate import QualityGate, refers_to_missing_passage
 from sdd_ray.distill.selection import selection_reason
 from sdd_ray.prompts import load_template, rewrite_prompt
 
@@ -46,8 +47,19 @@ def as_chat(tokenizer, text: str) -> str:
     return text
 
 
-def select_row(row: dict) -> dict:
+def input_reason(row: dict, drop_missing_context: bool, max_reference_words: int | None) -> str:
+    """Why a valid row is not worth rewriting (`""` when it is): it asks about a passage it lacks, or its
+    reference is longer than the budget. Rejected rows are left out of both fine-tuning arms alike."""
+    if drop_missing_context and refers_to_missing_passage(row["instruction"], row.get("input", "")):
+        return "refers to a missing passage"
+    if max_reference_words is not None and len(row["response"].split()) > max_reference_words:
+        return f"reference longer than {max_reference_words} words"
+    return ""
+
+
+def select_row(row: dict, gate: QualityGate | None = None) -> dict:
     """Conditional selection on a generated row: `selected_response`, `source` and `selection_reason`."""
-    reason = selection_reason(row["response"], row["teacher_response"], row["kind"], bool(row["truncated"]))
+    reason = selection_reason(row["response"], row["teacher_response"], row["kind"], bool(row["truncated"]),
+                              row.get("instruction", ""), gate)
     chosen = row["teacher_response"] if reason is None else row["response"]
     return {"selected_response": chosen, "source": "teacher" if reason is None else "original", "selection_reason": reason or ""}

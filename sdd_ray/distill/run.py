@@ -17,7 +17,7 @@ def resume_record(cfg: DistillConfig) -> dict:
     """What an output folder's rows depend on: the teacher's and the data's content, and the settings."""
     from sdd_ray.guards import model_record, source_record
 
-    record = cfg.model_dump(mode="json", exclude=RESUMABLE | {"teacher", "data"})
+    record = cfg.model_dump(mode="json", exclude=RESUMABLE | {"teacher", "data"}, exclude_defaults=True)
     record["teacher"] = model_record(cfg.teacher)
     record["data"] = {**cfg.data.model_dump(mode="json", exclude={"limit", "source"}), **source_record(cfg.data.source)}
     return record

@@ -9,6 +9,7 @@ the token limit, or that leaks the rewrite prompt is rejected. Otherwise the ori
 from __future__ import annotations
 
 from sdd_ray.answers import KINDS, extract_answer
+from sdd_ray.distill.gate import QualityGate, gate_reason
 
 LEAK_MARKERS = (
     "reference answer",
@@ -39,20 +40,26 @@ def rejection_reason(rewritten: str | None, truncated: bool = False) -> str | No
     return None
 
 
-def selection_reason(original: str, rewritten: str | None, kind: str, truncated: bool = False) -> str | None:
-    """Why the original response is kept instead of the rewrite, or None when the rewrite is used."""
+def selection_reason(original: str, rewritten: str | None, kind: str, truncated: bool = False,
+                     instruction: str = "", gate: QualityGate | None = None) -> str | None:
+    """Why the original response is kept instead of the rewrite, or None when the rewrite is used.
+
+    With a `gate`, a rewrite that passes the paper's checks must also pass the quality gate
+    (`sdd_ray.distill.gate`), which needs the row's `instruction` for its topic check.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown task kind {kind!r}; choose from {KINDS}")
     reason = rejection_reason(rewritten, truncated)
-    if reason is not None or kind not in ("math", "mc"):
-        return reason
-    expected = extract_answer(original, kind)
-    if expected is None:
-        return "reference has no answer"
-    got = extract_answer(rewritten, kind)
-    if got != expected:
-        return f"answer {got} != reference {expected}"
-    return None
+    if reason is None and kind in ("math", "mc"):
+        expected = extract_answer(original, kind)
+        got = extract_answer(rewritten, kind)
+        if expected is None:
+            reason = "reference has no answer"
+        elif got != expected:
+            reason = f"answer {got} != reference {expected}"
+    if reason is None and gate is not None:
+        reason = gate_reason(instruction, original, rewritten, kind, gate)
+    return reason
 
 
 def select_response(

@@ -20,11 +20,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from sdd_ray.data import reject_duplicate
+from sdd_ray.distill.gate import is_copy, reason_category
 from sdd_ray.distill.schema import OUTPUT, output_row, to_table
 from sdd_ray.io import write_text
 
 COUNTERS = ("rows_out", "rows_rejected", "teacher_selected", "original_selected", "prompt_tokens",
-            "generated_tokens")
+            "generated_tokens", "copies", "reference_words", "selected_words")
+EXAMPLES_PER_REASON = 3
 
 
 class ShardWriter:
@@ -42,6 +44,7 @@ class ShardWriter:
         self.next_index = 1 + max((int(p.stem.split("-")[1]) for p in self.data_dir.glob("part-*.parquet")), default=-1)
         self.valid: list[dict] = []
         self.rejected: list[dict] = []
+        self.examples: dict[str, list[dict]] = {}  # selection reason -> a few rewrites it turned down
         self.run = Counter()  # this run's counters: rows_in, resumed, shards, and COUNTERS
         self.pending = Counter()
 
@@ -81,6 +84,15 @@ class ShardWriter:
         self.pending[f"{row['source']}_selected"] += 1
         self.pending["prompt_tokens"] += row["prompt_tokens"]
         self.pending["generated_tokens"] += row["generated_tokens"]
+        self.pending["copies"] += row["source"] == "teacher" and is_copy(row["response"], row["teacher_response"])
+        self.pending["reference_words"] += len(row["response"].split())
+        self.pending["selected_words"] += len(row["selected_response"].split())
+        if row["selection_reason"]:
+            reason = reason_category(row["selection_reason"])
+            self.pending[f"reason:{reason}"] += 1
+            kept = self.examples.setdefault(reason, [])
+            if len(kept) < EXAMPLES_PER_REASON:
+                kept.append({"id": row["id"], "teacher_response": row["teacher_response"][:400]})
         self.pending[f"task:{row['task']}:rows"] += 1
         self.pending[f"task:{row['task']}:{row['source']}"] += 1
 
@@ -94,7 +106,9 @@ class ShardWriter:
             return
         name = f"part-{self.next_index:05d}"
         manifest = {"shard": name, **{key: self.pending[key] for key in COUNTERS},
-                    "by_task": self._by_task(self.pending), "rejected": self.rejected}
+                    "by_task": self._by_task(self.pending), "rejected": self.rejected,
+                    "selection_reasons": {k.split(":", 1)[1]: v for k, v in self.pending.items() if k.startswith("reason:")},
+                    "examples": self.examples}
         write_text(self.manifest_dir / f"{name}.json", json.dumps(manifest))
         tmp = self.data_dir / f"{name}.parquet.tmp"
         pq.write_table(to_table(self.valid, OUTPUT), tmp)
@@ -102,7 +116,7 @@ class ShardWriter:
         self.run.update(self.pending)
         self.run["shards"] += 1
         self.next_index += 1
-        self.valid, self.rejected, self.pending = [], [], Counter()
+        self.valid, self.rejected, self.pending, self.examples = [], [], Counter(), {}
 
     @staticmethod
     def _by_task(counts: Counter) -> dict[str, dict[str, int]]:
@@ -118,13 +132,21 @@ class ShardWriter:
         totals = Counter()
         by_task: dict[str, Counter] = {}
         rejected: list[dict] = []
+        reasons: Counter[str] = Counter()
+        examples: dict[str, list[dict]] = {}
         for manifest_path in sorted(self.manifest_dir.glob("part-*.json")):
             manifest = json.loads(manifest_path.read_text())
-            totals.update({key: manifest[key] for key in COUNTERS})
+            totals.update({key: manifest.get(key, 0) for key in COUNTERS})
             for task, counts in manifest["by_task"].items():
                 by_task.setdefault(task, Counter()).update(counts)
             rejected.extend(manifest["rejected"])
+            reasons.update(manifest.get("selection_reasons", {}))
+            for reason, rows in manifest.get("examples", {}).items():
+                kept = examples.setdefault(reason, [])
+                kept.extend(rows[: EXAMPLES_PER_REASON - len(kept)])
         result = {key: totals[key] for key in COUNTERS}
+        result["selection_reasons"] = dict(reasons.most_common())
+        result["selection_examples"] = dict(sorted(examples.items()))
         result["by_task"] = {
             task: {**counts, "teacher_fraction": round(counts["teacher"] / counts["rows"], 4) if counts["rows"] else 0.0}
             for task, counts in sorted(by_task.items())

@@ -78,6 +78,10 @@ class FinetuneConfig(StrictModel):
     overlong: Literal["truncate", "reject"] = "truncate"
     """A longer sequence is cut to `max_length` (response end lost) or dropped; both are counted."""
     seed: int = 0
+    batch_order: Literal["length", "row"] = "length"
+    """`length`: each window of 16 global batches is grouped by sequence length (less padding). `row`: batches
+    are the seeded shuffle of the rows alone, so two arms trained on the same rows (SFT and SDD, whose
+    responses differ in length) see the same examples in the same batches in the same order."""
 
     checkpoint_every: int = Field(0, ge=0)
     """Save a resumable checkpoint every N optimizer steps (0: only at the end)."""

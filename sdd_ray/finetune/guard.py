@@ -16,7 +16,7 @@ def resume_record(cfg: FinetuneConfig) -> dict:
     """What the run's weights depend on: the model's and the data's content, and the settings."""
     from sdd_ray.finetune.trainer import RESUMABLE_CHANGES
 
-    record = cfg.model_dump(mode="json", exclude=RESUMABLE_CHANGES | {"model", "data"})
+    record = cfg.model_dump(mode="json", exclude=RESUMABLE_CHANGES | {"model", "data"}, exclude_defaults=True)
     record["model"] = model_record(cfg.model)
     record["data"] = {**source_record(cfg.data.source), **cfg.data.model_dump(mode="json", exclude={"source"})}
     return record

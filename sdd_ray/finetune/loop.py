@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sdd_ray.finetune.config import FinetuneConfig
-from sdd_ray.finetune.data import DataError, collate, epoch_plan, tokenize_rows, worker_slice
+from sdd_ray.finetune.data import IGNORE_INDEX, DataError, collate, epoch_plan, tokenize_rows, worker_slice
 
 STATE_FILE = "train_state.json"
 EXPORT_DIR = "export"  # the final checkpoint holds the HF model here, for the driver to copy out
@@ -52,7 +52,8 @@ def _plan_steps(num_examples: int, cfg: FinetuneConfig, world_size: int) -> tupl
 def _micro_batches(lengths, cfg: FinetuneConfig, step: int, steps_per_epoch: int, rank: int, world: int):
     """This worker's example indices for each micro-batch of optimizer step `step` (0-based)."""
     epoch, within = divmod(step, steps_per_epoch)
-    plan = epoch_plan(lengths, cfg.batch_size * world, cfg.seed, epoch)
+    window = 16 if cfg.batch_order == "length" else 1  # one batch per window: composition from the shuffle alone
+    plan = epoch_plan(lengths, cfg.batch_size * world, cfg.seed, epoch, window=window)
     first = within * cfg.grad_accum
     return [worker_slice(batch, rank, world) for batch in plan[first : first + cfg.grad_accum]]
 
@@ -193,7 +194,7 @@ def train_func(config: dict) -> None:
             "used": stats.used, "truncated": stats.truncated, "rejected": stats.rejected,
             "resumed_from_step": state["step"]}
     started, cpu_started = time.perf_counter(), time.process_time()
-    step_tokens = torch.zeros(1, dtype=torch.float64)
+    step_tokens = torch.zeros(2, dtype=torch.float64)  # (all tokens, supervised tokens) of this step
     start_step, start_seconds, start_tokens = state["step"], state["train_seconds"], state["tokens"]
     for step in range(start_step, total_steps):
         losses = []
@@ -204,12 +205,14 @@ def train_func(config: dict) -> None:
             loss = engine.loss(input_ids, mask, labels)
             engine.backward(loss, boundary=i == len(batches) - 1)
             losses.append(loss.detach().float().cpu())
-            step_tokens += mask.sum().item()
-        summed = torch.stack([torch.stack(losses).mean(), step_tokens[0].float()]).to(engine.device)
-        dist.all_reduce(summed)  # sum over workers: mean loss x world, tokens
+            step_tokens[0] += mask.sum().item()
+            step_tokens[1] += (labels != IGNORE_INDEX).sum().item()
+        summed = torch.cat([torch.stack(losses).mean().reshape(1), step_tokens.float()]).to(engine.device)
+        dist.all_reduce(summed)  # sum over workers: mean loss x world, tokens, supervised tokens
         step_tokens.zero_()
         state["step"] = step + 1
         state["tokens"] += int(summed[1].item())
+        state["supervised_tokens"] = state.get("supervised_tokens", 0) + int(summed[2].item())
         state["train_seconds"] = start_seconds + time.perf_counter() - started
         state["history"].append({"step": step + 1, "loss": round(summed[0].item() / world, 6), "lr": engine.lr()})
         done = step + 1 == total_steps

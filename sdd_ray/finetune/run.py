@@ -55,6 +55,7 @@ def collect_metrics(cfg: FinetuneConfig, checkpoint_dir: Path, wall_seconds: flo
         "steps_per_epoch": summary["steps_per_epoch"],
         "resumed_from_step": summary["resumed_from_step"],
         "tokens": state["tokens"],
+        "supervised_tokens": state.get("supervised_tokens", 0),
         "tokens_per_s": summary["tokens_per_s"],
         "tokens_per_cpu_s": summary["tokens_per_cpu_s"],
         "cpu_seconds_per_worker": summary["cpu_seconds"],

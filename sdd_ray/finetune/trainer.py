@@ -88,7 +88,7 @@ def check_resumable(cfg: FinetuneConfig, run_dir: Path) -> None:
     """Record the run's settings in `run_dir`; refuse to resume checkpoints made with different ones."""
     import json
 
-    settings = cfg.model_dump(mode="json", exclude=RESUMABLE_CHANGES)
+    settings = cfg.model_dump(mode="json", exclude=RESUMABLE_CHANGES, exclude_defaults=True)
     record = run_dir / "sdd_ray_finetune.json"
     if record.is_file():
         before = json.loads(record.read_text())

@@ -83,6 +83,10 @@ FinetuneBlock = stage_block(
     FinetuneConfig, "FinetuneBlock",
     arms=(list[Arm], Field(["sft", "sdd"], min_length=1,
                            description="`sft` trains on `original_response`, `sdd` on the self-distilled `response`.")),
+    seeds=(list[int] | None, Field(None, min_length=1,
+                                   description="Train every arm once per seed (arms labelled `sft-s0`, `sdd-s1`, ...), "
+                                               "for a seed-noise floor; None: once, with `seed`. Merge and specdec "
+                                               "use each arm's first seed.")),
 )
 MergeBlock = stage_block(
     MergeConfig, "MergeBlock",
@@ -235,7 +239,7 @@ def check_run_config(cfg: RunConfig, source: str = "<config>", check_model: bool
     if cfg.distill is not None:
         _stage_config(DistillConfig, {**cfg.distill.model_dump(), "teacher": placeholder}, source, "distill")
     if cfg.finetune is not None:
-        block = cfg.finetune.model_dump(exclude={"arms"})
+        block = cfg.finetune.model_dump(exclude={"arms", "seeds"})
         _stage_config(FinetuneConfig, {**block, "model": placeholder, "data": "placeholder"}, source, "finetune")
     if cfg.merge is not None:
         block = cfg.merge.model_dump(exclude={"arms"})

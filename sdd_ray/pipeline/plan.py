@@ -68,8 +68,15 @@ class Plan:
 
 
 def _settings(block: BaseModel | None, exclude: set[str] = frozenset(), **extra) -> dict:
-    data = block.model_dump(mode="json", exclude=set(exclude) | COSMETIC) if block is not None else {}
+    """The settings that enter a unit's key: those that differ from the stage's defaults, so that a new
+    option whose default keeps today's behaviour leaves the keys of finished outputs unchanged."""
+    data = block.model_dump(mode="json", exclude=set(exclude) | COSMETIC, exclude_defaults=True) if block is not None else {}
     return {**data, **extra}
+
+
+def arm_label(arm: str, seed: int | None) -> str:
+    """`sft`, or `sft-s1` when the arms are trained once per seed."""
+    return arm if seed is None else f"{arm}-s{seed}"
 
 
 def _model_key(spec: ModelSpec) -> dict:
@@ -147,25 +154,30 @@ def build_plan(cfg: RunConfig, out: Path) -> Plan:
     for size, prune in plan.prune.items():
         drafts: dict[str, Job] = {"no_ft": prune}
         if cfg.runs("finetune"):
-            block = cfg.finetune.model_dump(exclude={"arms"})
+            block = cfg.finetune.model_dump(exclude={"arms", "seeds"})
             for arm in cfg.finetune.arms:
-                unit = StageUnit(
-                    "finetune", f"finetune[{arm}, bs={size}]",
-                    _settings(cfg.finetune, {"arms"}, response_column=RESPONSE_COLUMN[arm]),
-                    {"model": prune.unit, "data": plan.distill.unit},
-                )
-                unit_dir = plan.cache.dir(unit)
-                config = FinetuneConfig(**{
-                    **block, "model": _spec(plan.artifact(prune), base), "data": str(plan.artifact(plan.distill)),
-                    "response_column": RESPONSE_COLUMN[arm], "storage_path": str(unit_dir / "ray"),
-                    "run_name": f"finetune-{unit.key}",
-                })
-                doing = f"{config.method} {config.strategy} on `{config.response_column}`, {config.num_workers} workers"
-                drafts[arm] = plan.finetune[(arm, size)] = plan.add(Job(unit, config, doing))
-                if cfg.runs("evaluate"):
-                    evaluation(arm, size, drafts[arm])
+                for seed in cfg.finetune.seeds or [None]:
+                    label = arm_label(arm, seed)
+                    seeded = {} if seed is None else {"seed": seed}
+                    unit = StageUnit(
+                        "finetune", f"finetune[{label}, bs={size}]",
+                        _settings(cfg.finetune, {"arms", "seeds", *seeded}, response_column=RESPONSE_COLUMN[arm], **seeded),
+                        {"model": prune.unit, "data": plan.distill.unit},
+                    )
+                    unit_dir = plan.cache.dir(unit)
+                    config = FinetuneConfig(**{
+                        **block, **seeded, "model": _spec(plan.artifact(prune), base),
+                        "data": str(plan.artifact(plan.distill)),
+                        "response_column": RESPONSE_COLUMN[arm], "storage_path": str(unit_dir / "ray"),
+                        "run_name": f"finetune-{unit.key}",
+                    })
+                    doing = f"{config.method} {config.strategy} on `{config.response_column}`, seed {config.seed}"
+                    job = plan.finetune[(label, size)] = plan.add(Job(unit, config, doing))
+                    drafts.setdefault(arm, job)  # merge and specdec take an arm's first seed
+                    if cfg.runs("evaluate"):
+                        evaluation(label, size, job)
         if cfg.runs("merge"):
-            parents = [plan.finetune[(arm, size)] for arm in cfg.merge.arms]
+            parents = [drafts[arm] for arm in cfg.merge.arms]
             unit = StageUnit("merge", f"merge[bs={size}]", _settings(cfg.merge, {"arms"}),
                              {"a": parents[0].unit, "b": parents[1].unit})
             config = MergeConfig(**{**cfg.merge.model_dump(exclude={"arms"}),
