@@ -415,3 +415,14 @@ def test_pipeline_specdec_prompts_come_from_the_test_split_as_on_the_command_lin
     command_line = SpecDecConfig(target={"path": "t"}, drafts={"d": {"path": "d"}}, data="toy:all")
     assert block.data.split == command_line.data.split == "test"
     assert SpecdecBlock(data={"source": "toy:all", "split": "train"}).data.split == "train"
+
+
+def test_specdec_dtype_loads_target_and_drafts_alike(tmp_path):
+    cfg = RunConfig.model_validate(short_config(Path("model"), tmp_path, specdec={"dtype": "float32"}))
+    check_run_config(cfg, check_model=False)
+    job = next(j for j in build_plan(cfg, tmp_path).jobs if j.unit.stage == "specdec")
+    assert job.config.target.dtype == "float32"
+    assert {name: spec.dtype for name, spec in job.config.drafts.items()} == dict.fromkeys(("no_ft", "sft", "sdd"), "float32")
+    default = RunConfig.model_validate(short_config(Path("model"), tmp_path))
+    plain = next(j for j in build_plan(default, tmp_path).jobs if j.unit.stage == "specdec")
+    assert plain.config.target.dtype == "auto" and plain.unit.key != job.unit.key

@@ -98,6 +98,9 @@ SpecdecBlockBase = stage_block(
     SpecDecConfig, "SpecdecBlockBase",
     drafts=(list[Draft], Field(["no_ft", "sft", "sdd"], min_length=1,
                                description="Drafts measured against the unpruned target, on the same prompts.")),
+    dtype=(Literal["auto", "float32", "bfloat16", "float16"] | None,
+           Field(None, description="Load target and drafts in this dtype for the measurement (float32: greedy "
+                                   "speculation is token-identical to target-only decoding); None: the model's.")),
 )
 
 
@@ -246,7 +249,7 @@ def check_run_config(cfg: RunConfig, source: str = "<config>", check_model: bool
         models = [{"path": "placeholder/a"}, {"path": "placeholder/b"}]
         _stage_config(MergeConfig, {**block, "models": models}, source, "merge")
     if cfg.specdec is not None:
-        block = cfg.specdec.model_dump(exclude={"drafts"})
+        block = cfg.specdec.model_dump(exclude={"drafts", "dtype"})
         _stage_config(SpecDecConfig, {**block, "target": placeholder, "drafts": {"d": placeholder}}, source, "specdec")
 
 

@@ -187,15 +187,16 @@ def build_plan(cfg: RunConfig, out: Path) -> Plan:
             if cfg.runs("evaluate"):
                 evaluation("merged", size, drafts["merged"])
         if cfg.runs("specdec"):
-            specdec_block = cfg.specdec.model_dump(exclude={"drafts"})
+            specdec_block = cfg.specdec.model_dump(exclude={"drafts", "dtype"})
+            measured = base if cfg.specdec.dtype is None else base.model_copy(update={"dtype": cfg.specdec.dtype})
             specdec_block["data"]["source"] = _local(specdec_block["data"]["source"])
             chosen = {name: drafts[name] for name in cfg.specdec.drafts}
             unit = StageUnit("specdec", f"specdec[bs={size}]", _settings(cfg.specdec, {"drafts"}, target=model_key,
                                                                        data_fingerprint=fingerprint(cfg.specdec.data.source)),
                              {f"draft_{name}": job.unit for name, job in chosen.items()})
             config = SpecDecConfig(**{
-                **specdec_block, "target": base.model_dump(),
-                "drafts": {name: _spec(plan.artifact(job), base) for name, job in chosen.items()},
+                **specdec_block, "target": measured.model_dump(),
+                "drafts": {name: _spec(plan.artifact(job), measured) for name, job in chosen.items()},
             })
             doing = f"k = {config.k}, drafts {', '.join(chosen)} vs target-only decoding"
             plan.specdec[size] = plan.add(Job(unit, config, doing))
