@@ -159,39 +159,16 @@ def check_cluster_resources(what: str, workers: int, cpus_per_worker: float = 0.
                              f"Ray cluster has {have:g} {resource} in all; lower {flags}")
 
 
-def _rows_in(path: Path) -> bool:
-    """Whether a local data file holds at least one row (a non-blank line, a Parquet row)."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.ParquetFile(path).metadata.num_rows > 0
-        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-            raise InputError(f"{path}: not a readable Parquet file ({error.__class__.__name__})") from None
-    with open(path, "rb") as handle:
-        return any(line.strip() for line in handle)
-
-
-def check_data_source(source: str, flag: str = "--data") -> None:
-    """A local data source exists and holds rows; toy sources and hub names are left to their loaders."""
-    from sdd_ray.data import DATA_SUFFIXES, data_folder
+def check_data_source(source: str, flag: str = "--data", split: str = "train") -> None:
+    """A data source can be read whole: local files exist, agree in format and hold rows; a hub data set opens."""
+    from sdd_ray.data import DataSpec, has_rows, hub_dataset, resolve
 
     if source.startswith("toy:"):
         return
-    path = Path(source).expanduser()
-    local = path.suffix in DATA_SUFFIXES or path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
-    if not local:
-        return  # a Hugging Face data set name
-    if not path.exists():
-        raise InputError(f"{flag} {source}: no such file or folder")
-    if path.is_file():
-        files = [path]
-    else:
-        folder = data_folder(path)
-        files = sorted(p for p in folder.iterdir() if p.suffix in DATA_SUFFIXES and p.is_file())
-        if not files:
-            raise InputError(f"{flag} {source}: no {', '.join(DATA_SUFFIXES)} files in this folder")
-    if not any(_rows_in(file) for file in files):
+    found = resolve(DataSpec(source=source, split=split), flag)
+    if found.kind == "hf":
+        hub_dataset(found, split, flag)  # a name the hub does not know (or no network) fails here, before any work
+    elif found.files and not any(has_rows(file) for file in found.files):
         raise InputError(f"{flag} {source}: no rows (the data is empty)")
 
 
@@ -199,11 +176,11 @@ def check_data_columns(spec, flag: str = "--data", sample: int = 100) -> None:
     """Refuse a local data set none of whose first `sample` rows is usable (a wrong column mapping, most often)."""
     from sdd_ray.data import column_map, default_kind, default_task, iter_records, parse_record, source_type
 
-    if source_type(spec.source) not in ("jsonl", "parquet"):
+    if source_type(spec.source) != "local":
         return
     columns, task, kind = column_map(spec), default_task(spec), default_kind(spec)
     reasons = []
-    for record in iter_records(spec):
+    for record in iter_records(spec, flag):
         row = parse_record(record, columns, task, kind)
         if not row["reject_reason"]:
             return

@@ -77,7 +77,7 @@ def run_finetune(cfg: FinetuneConfig, out: str | Path, overwrite: bool = False) 
     out.mkdir(parents=True, exist_ok=True)
     storage = Path(cfg.storage_path) if cfg.storage_path else out / "checkpoints"
     started = time.perf_counter()
-    result = fit(cfg, storage)
+    result = fit(cfg, storage, rejects=out / "rejected.jsonl")
     wall = time.perf_counter() - started
     with result.checkpoint.as_directory() as directory:
         directory = Path(directory)
