@@ -8,6 +8,8 @@ Three ideas, shared by every stage and by the pipeline's cache:
 - an *output claim*: a stage writes only into a new folder, an empty one, or one it wrote before
   (its marker file `.sdd-ray-stage.json`, or the stage's own result file), never into one of its
   inputs; a resume checks that the recorded settings and input fingerprints are the ones given now;
+- an *output lock*: an advisory lock (`flock`) per `--out` folder, held while a run writes there, so a
+  second run on the same folder refuses at once, naming the first one's pid;
 - a *resource check*: workers x resources per worker against what the Ray cluster has in all, so a
   job that can never be scheduled fails with the numbers instead of waiting forever.
 
@@ -16,8 +18,10 @@ Every refusal is an `InputError` (a `ConfigError`): the CLI prints it as one lin
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -94,7 +98,50 @@ def check_out(out: str | Path, stage: str, inputs: dict | list[tuple[str, str | 
         if written_by != stage:
             raise InputError(f"{flag} {out}: holds the output of `sdd-ray {written_by}`, not `{stage}`; "
                              f"give {flag} a new folder")
+    lock_out(out, flag)
     return out
+
+
+_LOCKS: dict[str, int] = {}
+"""Lock file -> open descriptor, for the output folders this process writes."""
+
+
+def lock_file(out: str | Path) -> Path:
+    """The lock file of an output folder: in the cache (`$SDD_RAY_CACHE/locks`), named by the folder's full path,
+    so that nothing is left beside `--out` and two spellings of one folder share one lock."""
+    from sdd_ray.convert import cache_root
+
+    resolved = str(Path(out).expanduser().resolve())
+    return cache_root() / "locks" / f"out-{hashlib.sha256(resolved.encode()).hexdigest()[:16]}.lock"
+
+
+def lock_out(out: str | Path, flag: str = "--out") -> None:
+    """Hold an advisory lock on `out` until `release_outs` (or the process ends); refuse one another run holds.
+
+    The lock file holds the holder's pid, read by the run that is refused.
+    """
+    lock = lock_file(out)
+    if str(lock) in _LOCKS:
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise InputError(f"{flag} {out}: another run is writing there (pid {holder}); wait for it to end, "
+                         f"or give {flag} another folder") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _LOCKS[str(lock)] = fd
+
+
+def release_outs() -> None:
+    """Release every output lock this process holds (the CLI does it when a command ends)."""
+    while _LOCKS:
+        _, fd = _LOCKS.popitem()
+        os.close(fd)
 
 
 def claim_out(out: str | Path, stage: str, record: dict, overwrite: bool = False,
