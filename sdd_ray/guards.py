@@ -206,15 +206,16 @@ def check_cluster_resources(what: str, workers: int, cpus_per_worker: float = 0.
                              f"Ray cluster has {have:g} {resource} in all; lower {flags}")
 
 
-def check_data_source(source: str, flag: str = "--data", split: str = "train") -> None:
-    """A data source can be read whole: local files exist, agree in format and hold rows; a hub data set opens."""
+def check_data_source(source: str, flag: str = "--data", split: str | None = None) -> None:
+    """A data source can be read whole: local files exist, agree in format and hold rows; with `split`, a hub
+    data set opens (a name the hub does not know, or no network, fails here, before any work)."""
     from sdd_ray.data import DataSpec, has_rows, hub_dataset, resolve
 
     if source.startswith("toy:"):
         return
-    found = resolve(DataSpec(source=source, split=split), flag)
-    if found.kind == "hf":
-        hub_dataset(found, split, flag)  # a name the hub does not know (or no network) fails here, before any work
+    found = resolve(DataSpec(source=source, split=split or "train"), flag)
+    if found.kind == "hf" and split is not None:
+        hub_dataset(found, split, flag)
     elif found.files and not any(has_rows(file) for file in found.files):
         raise InputError(f"{flag} {source}: no rows (the data is empty)")
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_bad_input import models, refused  # noqa: F401  (models: a fixture refused's tests use)
 
-from sdd_ray.data import DataSpec, load_rows, resolve
+from sdd_ray.data import DataSpec, load_rows
 from sdd_ray.guards import InputError, check_data_source
 
 NUMERIC_TEXT = [{"id": f"{i:03d}", "instruction": f"What is {i} + 7?", "response": str(i + 7)} for i in range(12)]
@@ -108,6 +108,8 @@ def test_numeric_text_stays_text_in_parquet_and_sft_column(tmp_path, toy_teacher
 
 def test_a_folder_mixing_parquet_and_jsonl_is_refused(tmp_path):
     """Issue #23: such a folder read only its Parquet files, silently."""
+    from sdd_ray.data import resolve
+
     folder = tmp_path / "mixed"
     folder.mkdir()
     write_jsonl(folder / "a.jsonl", NUMERIC_TEXT[:3])

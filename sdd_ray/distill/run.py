@@ -35,7 +35,7 @@ def run_distill(cfg: DistillConfig, out: str | Path, overwrite: bool = False) ->
     from sdd_ray.models import as_spec, check_model_exists, check_tokenizer_files, load_tokenizer
 
     check_out(out, "distill", {"--data": cfg.data.source, "--teacher": cfg.teacher.path}, own_files=OWN_FILES[1:])
-    check_data_source(cfg.data.source)
+    check_data_source(cfg.data.source, split=cfg.data.split)
     check_model_exists(as_spec(cfg.teacher))  # a missing teacher fails here, before Ray starts; GGUF converts
     check_tokenizer_files(Path(as_spec(cfg.teacher).path))
     cfg = resolve_backend(cfg)
