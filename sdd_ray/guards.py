@@ -8,6 +8,8 @@ Three ideas, shared by every stage and by the pipeline's cache:
 - an *output claim*: a stage writes only into a new folder, an empty one, or one it wrote before
   (its marker file `.sdd-ray-stage.json`, or the stage's own result file), never into one of its
   inputs; a resume checks that the recorded settings and input fingerprints are the ones given now;
+- an *output lock*: an advisory lock (`flock`) per `--out` folder, held while a run writes there, so a
+  second run on the same folder refuses at once, naming the first one's pid;
 - a *resource check*: workers x resources per worker against what the Ray cluster has in all, so a
   job that can never be scheduled fails with the numbers instead of waiting forever.
 
@@ -16,8 +18,10 @@ Every refusal is an `InputError` (a `ConfigError`): the CLI prints it as one lin
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -94,7 +98,50 @@ def check_out(out: str | Path, stage: str, inputs: dict | list[tuple[str, str | 
         if written_by != stage:
             raise InputError(f"{flag} {out}: holds the output of `sdd-ray {written_by}`, not `{stage}`; "
                              f"give {flag} a new folder")
+    lock_out(out, flag)
     return out
+
+
+_LOCKS: dict[str, int] = {}
+"""Lock file -> open descriptor, for the output folders this process writes."""
+
+
+def lock_file(out: str | Path) -> Path:
+    """The lock file of an output folder: in the cache (`$SDD_RAY_CACHE/locks`), named by the folder's full path,
+    so that nothing is left beside `--out` and two spellings of one folder share one lock."""
+    from sdd_ray.convert import cache_root
+
+    resolved = str(Path(out).expanduser().resolve())
+    return cache_root() / "locks" / f"out-{hashlib.sha256(resolved.encode()).hexdigest()[:16]}.lock"
+
+
+def lock_out(out: str | Path, flag: str = "--out") -> None:
+    """Hold an advisory lock on `out` until `release_outs` (or the process ends); refuse one another run holds.
+
+    The lock file holds the holder's pid, read by the run that is refused.
+    """
+    lock = lock_file(out)
+    if str(lock) in _LOCKS:
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise InputError(f"{flag} {out}: another run is writing there (pid {holder}); wait for it to end, "
+                         f"or give {flag} another folder") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _LOCKS[str(lock)] = fd
+
+
+def release_outs() -> None:
+    """Release every output lock this process holds (the CLI does it when a command ends)."""
+    while _LOCKS:
+        _, fd = _LOCKS.popitem()
+        os.close(fd)
 
 
 def claim_out(out: str | Path, stage: str, record: dict, overwrite: bool = False,
@@ -159,39 +206,17 @@ def check_cluster_resources(what: str, workers: int, cpus_per_worker: float = 0.
                              f"Ray cluster has {have:g} {resource} in all; lower {flags}")
 
 
-def _rows_in(path: Path) -> bool:
-    """Whether a local data file holds at least one row (a non-blank line, a Parquet row)."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.ParquetFile(path).metadata.num_rows > 0
-        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-            raise InputError(f"{path}: not a readable Parquet file ({error.__class__.__name__})") from None
-    with open(path, "rb") as handle:
-        return any(line.strip() for line in handle)
-
-
-def check_data_source(source: str, flag: str = "--data") -> None:
-    """A local data source exists and holds rows; toy sources and hub names are left to their loaders."""
-    from sdd_ray.data import DATA_SUFFIXES, data_folder
+def check_data_source(source: str, flag: str = "--data", split: str | None = None) -> None:
+    """A data source can be read whole: local files exist, agree in format and hold rows; with `split`, a hub
+    data set opens (a name the hub does not know, or no network, fails here, before any work)."""
+    from sdd_ray.data import DataSpec, has_rows, hub_dataset, resolve
 
     if source.startswith("toy:"):
         return
-    path = Path(source).expanduser()
-    local = path.suffix in DATA_SUFFIXES or path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
-    if not local:
-        return  # a Hugging Face data set name
-    if not path.exists():
-        raise InputError(f"{flag} {source}: no such file or folder")
-    if path.is_file():
-        files = [path]
-    else:
-        folder = data_folder(path)
-        files = sorted(p for p in folder.iterdir() if p.suffix in DATA_SUFFIXES and p.is_file())
-        if not files:
-            raise InputError(f"{flag} {source}: no {', '.join(DATA_SUFFIXES)} files in this folder")
-    if not any(_rows_in(file) for file in files):
+    found = resolve(DataSpec(source=source, split=split or "train"), flag)
+    if found.kind == "hf" and split is not None:
+        hub_dataset(found, split, flag)
+    elif found.files and not any(has_rows(file) for file in found.files):
         raise InputError(f"{flag} {source}: no rows (the data is empty)")
 
 
@@ -199,11 +224,11 @@ def check_data_columns(spec, flag: str = "--data", sample: int = 100) -> None:
     """Refuse a local data set none of whose first `sample` rows is usable (a wrong column mapping, most often)."""
     from sdd_ray.data import column_map, default_kind, default_task, iter_records, parse_record, source_type
 
-    if source_type(spec.source) not in ("jsonl", "parquet"):
+    if source_type(spec.source) != "local":
         return
     columns, task, kind = column_map(spec), default_task(spec), default_kind(spec)
     reasons = []
-    for record in iter_records(spec):
+    for record in iter_records(spec, flag):
         row = parse_record(record, columns, task, kind)
         if not row["reject_reason"]:
             return

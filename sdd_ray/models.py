@@ -21,7 +21,12 @@ TOY_TEACHER = Path(__file__).parent / "toy" / "teacher"
 
 
 class ModelNotFoundError(FileNotFoundError):
-    pass
+    """A model that is not there, or not a checkpoint this transformers can load; one line."""
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
+"""Files of which a local checkpoint needs at least one for its tokenizer to load."""
 
 
 def as_spec(model: str | Path | ModelSpec) -> ModelSpec:
@@ -68,6 +73,7 @@ def check_model_exists(spec: ModelSpec) -> None:
             raise ModelNotFoundError(f"{path}: not a Hugging Face checkpoint (no config.json)")
         if not any(path.glob("*.safetensors")):
             raise ModelNotFoundError(f"{path}: no *.safetensors weights (only safetensors are loaded)")
+        check_architecture(path, spec.trust_remote_code)
         check_checkpoint(path)  # truncated files, layers that disagree with config.json
         return
     looks_like_hub_id = spec.path.count("/") == 1 and not spec.path.startswith((".", "/", "~"))
@@ -86,11 +92,54 @@ def check_model_exists(spec: ModelSpec) -> None:
         raise ModelNotFoundError(f"model {spec.path!r}: not a local directory, and not found on the hub")
 
 
+def check_architecture(path: Path, trust_remote_code: bool = False) -> None:
+    """Refuse a checkpoint whose `model_type` this transformers does not know (unless it ships its own code)."""
+    import json
+
+    from transformers import __version__
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ModelNotFoundError(f"{path}/config.json: not valid JSON ({error.__class__.__name__})") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if trust_remote_code and isinstance(config, dict) and config.get("auto_map"):
+        return
+    if model_type not in CONFIG_MAPPING:
+        raise ModelNotFoundError(
+            f"{path}: architecture model_type {model_type!r} is unknown to transformers {__version__}; "
+            "upgrade transformers, or set trust_remote_code if the checkpoint ships its own code")
+
+
+def check_tokenizer_files(path: Path) -> None:
+    """A local checkpoint has tokenizer files (without them transformers ends in a misleading sentencepiece hint)."""
+    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelNotFoundError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...); copy them "
+                                 "from the model this checkpoint was made from")
+
+
+def check_same_vocabulary(target: ModelSpec, draft: ModelSpec, flags: tuple[str, str] = ("--target", "--draft")) -> None:
+    """A draft model proposes token ids the target verifies: both need one vocabulary (checked from config.json)."""
+    from transformers import AutoConfig
+
+    if not (Path(target.path).is_dir() and Path(draft.path).is_dir()):
+        return  # hub models: their configs are read (and the engines check) when they load
+    sizes = []
+    for spec in (target, draft):
+        config = AutoConfig.from_pretrained(spec.path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+        sizes.append((config.get_text_config() if hasattr(config, "get_text_config") else config).vocab_size)
+    if sizes[0] != sizes[1]:
+        raise ModelNotFoundError(f"{flags[1]} {draft.path}: vocabulary of {sizes[1]} tokens, but {flags[0]} "
+                                 f"{target.path} has {sizes[0]}; a draft must share its target's tokenizer")
+
+
 def load_tokenizer(model: str | Path | ModelSpec):
     from transformers import AutoTokenizer
 
     spec = as_spec(model)
     check_model_exists(spec)
+    check_tokenizer_files(Path(spec.path))
     tokenizer = AutoTokenizer.from_pretrained(
         spec.path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
     )

@@ -97,13 +97,13 @@ def test_toy_source_interleaves_tasks_with_unique_ids():
 
 def test_a_distillation_output_folder_reads_its_data_subfolder(tmp_path):
     """`DIR/data/*.parquet` is the source, not the stats.json and rejected.jsonl beside it."""
-    from sdd_ray.data import local_files, source_type
+    from sdd_ray.data import resolve
 
     (tmp_path / "data").mkdir()
     pq.write_table(pa.table({"id": ["a"], "instruction": ["q"], "response": ["r"], "original_response": ["o"]}),
                    tmp_path / "data" / "part-00000.parquet")
-    (tmp_path / "stats.json").write_text("{}")
+    (tmp_path / "stats.json").write_text('{"complete": true}')
     write_jsonl(tmp_path / "rejected.jsonl", [{"id": "b", "reason": "empty"}])
-    assert source_type(str(tmp_path)) == "parquet"
-    assert local_files(str(tmp_path), (".parquet",)) == [tmp_path / "data" / "part-00000.parquet"]
+    source = resolve(DataSpec(source=str(tmp_path)))
+    assert (source.kind, source.files) == ("parquet", (tmp_path / "data" / "part-00000.parquet",))
     assert [r["id"] for r in load_rows(DataSpec(source=str(tmp_path)))[0]] == ["a"]

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sdd_ray.config import ConfigError, validate_config
-from sdd_ray.data import PRESETS
+from sdd_ray.data import PRESETS, parse_batch
 from sdd_ray.distill.config import DistillConfig
 from sdd_ray.distill.dataflow import bypass, prepare_batch, select_batch, to_generate
 from sdd_ray.distill.rewrite import load_templates, row_kind
@@ -71,7 +71,7 @@ def test_templates_from_files_must_have_placeholders(tmp_path):
 def test_prepare_route_and_select_rows():
     lines = [json.dumps(r) for r in toy_records("toy:all", limit=3)] + ["{broken", json.dumps({"instruction": "x"})]
     done = frozenset({json.loads(lines[1])["id"]})
-    prepared = prepare_batch(pa.table({"text": lines}), True, PRESETS["toy"], "default", "", "auto",
+    prepared = prepare_batch(parse_batch(pa.table({"text": lines}), PRESETS["toy"], "default", ""), "auto",
                              load_templates({"general": "general", "math": "math", "mc": "mc"}), done)
     rows = prepared.to_pylist()
     assert prepared.schema == PREPARED
@@ -189,7 +189,7 @@ def _distill_in_process(teacher, out, failing_ids: set[str], **overrides) -> dic
 
     cfg = make_cfg(teacher, max_new_tokens=3, batch_size=4, progress=False, **overrides)
     records = [json.dumps(r) for r in toy_records("toy:all", limit=10)]
-    prepared = prepare_batch(pa.table({"text": records}), True, PRESETS["toy"], "default", "", "auto",
+    prepared = prepare_batch(parse_batch(pa.table({"text": records}), PRESETS["toy"], "default", ""), "auto",
                              load_templates(cfg.templates), frozenset())
     rewriter = HFRewriter({"path": str(teacher)}, max_new_tokens=3, batch_size=4)
     ids_of = {row["prompt"]: row["id"] for row in prepared.to_pylist()}

@@ -19,17 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sdd_ray.data import (
-    DataSpec,
-    column_map,
-    decode_line,
-    default_kind,
-    default_task,
-    local_files,
-    parse_record,
-    source_type,
-    with_local_copy,
-)
+from sdd_ray.data import read_rows
 from sdd_ray.distill.config import DistillConfig
 from sdd_ray.distill.failures import TEACHER_FAILED, TeacherFailureError, failure_message, summarize_failures
 from sdd_ray.distill.gate import QualityGate
@@ -41,88 +31,19 @@ from sdd_ray.io import write_text
 from sdd_ray.runtime import connect
 
 LIGHT_CPUS = 0.25  # CPU reservation of the cheap per-batch functions
-LIGHT_TASK = {"num_cpus": LIGHT_CPUS}
-MAX_BLOCKS = 20_000  # cap on read blocks; beyond it blocks hold more than one generation batch
 
 
-def _blocks(rows: int, rows_per_block: int) -> int:
-    return min(MAX_BLOCKS, max(1, -(-rows // rows_per_block)))
-
-
-def _count_lines(paths: list[Path]) -> int:
-    count = 0
-    for path in paths:
-        with open(path, "rb") as handle:
-            count += sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
-    return count
-
-
-def _is_utf8(path: Path) -> bool:
-    import codecs
-
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    try:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def read_records(spec: DataSpec, rows_per_block: int):
-    """A Ray dataset of raw records: a `text` column of JSON lines (toy, JSONL) or the source's own columns.
-
-    Local sources are read in blocks of about `rows_per_block` rows (one generation batch), so that
-    every actor of the pool gets work and each finished batch streams on to the writer at once.
-    """
-    import ray.data
-
-    kind = source_type(spec.source)
-    if kind == "toy":
-        from sdd_ray.toy.sources import toy_records
-
-        items = [{"text": json.dumps(r)} for r in toy_records(spec.source, spec.limit, spec.split)]
-        ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items), rows_per_block))
-    elif kind == "jsonl" and not all(map(_is_utf8, local_files(spec.source, (".jsonl", ".json")))):
-        # Ray's text reader would fail on the whole file: read the lines here, each bad one a row to reject.
-        items = [{"text": decode_line(line)} for path in local_files(spec.source, (".jsonl", ".json"))
-                 for line in path.read_bytes().splitlines() if line.strip()]
-        ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items), rows_per_block))
-    elif kind == "jsonl":
-        paths = local_files(spec.source, (".jsonl", ".json"))
-        blocks = _blocks(_count_lines(paths) + len(paths), rows_per_block)
-        ds = ray.data.read_text([str(p) for p in paths], override_num_blocks=blocks, ray_remote_args=LIGHT_TASK)
-    elif kind == "parquet":
-        import pyarrow.parquet as pq
-
-        paths = local_files(spec.source, (".parquet",))
-        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
-        ds = ray.data.read_parquet([str(p) for p in paths], override_num_blocks=_blocks(rows, rows_per_block),
-                                   ray_remote_args=LIGHT_TASK)
-    else:
-        import datasets
-
-        name, _, config = spec.source.partition(":")
-        ds = ray.data.from_huggingface(datasets.load_dataset(name, config or None, split=spec.split, streaming=True))
-    return ds.limit(spec.limit) if spec.limit is not None else ds
-
-
-def prepare_batch(batch: pa.Table, json_lines: bool, columns, task: str, kind: str, task_kind: str,
-                  templates: dict[str, str], done_ids: frozenset, drop_missing_context: bool = False,
-                  max_reference_words: int | None = None) -> pa.Table:
-    """Parse and validate raw records, resolve each row's kind, render its rewrite prompt."""
-    records = batch.column("text").to_pylist() if json_lines else batch.to_pylist()
-    rows = []
-    for record in records:
-        row = parse_record(record, columns, task, kind)
+def prepare_batch(batch: pa.Table, task_kind: str, templates: dict[str, str], done_ids: frozenset,
+                  drop_missing_context: bool = False, max_reference_words: int | None = None) -> pa.Table:
+    """Parsed rows (`sdd_ray.data.read_rows`) with the input rules applied, each row's kind resolved and its
+    rewrite prompt rendered."""
+    rows = batch.to_pylist()
+    for row in rows:
         if not row["reject_reason"]:
             row["reject_reason"] = input_reason(row, drop_missing_context, max_reference_words)
         row["kind"] = row_kind(row, task_kind)
         row["skip"] = row["id"] in done_ids
         row["prompt"] = "" if row["reject_reason"] or row["skip"] else prompt_for(row, row["kind"], templates)
-        rows.append(row)
     return to_table(rows, PREPARED)
 
 
@@ -173,13 +94,10 @@ def generate(ds, cfg: DistillConfig):
 def build_dataset(cfg: DistillConfig, done_ids: frozenset):
     """The lazy Ray dataset of processed rows (schema PROCESSED)."""
     templates = load_templates(cfg.templates)
-    source = with_local_copy(cfg.data)
-    prepared = read_records(source, cfg.batch_size).map_batches(
+    prepared = read_rows(cfg.data, cfg.batch_size).map_batches(
         prepare_batch,
-        fn_kwargs={"json_lines": source_type(source.source) in ("toy", "jsonl"), "columns": column_map(cfg.data),
-                   "task": default_task(cfg.data), "kind": default_kind(cfg.data), "task_kind": cfg.task_kind,
-                   "templates": templates, "done_ids": done_ids, "drop_missing_context": cfg.drop_missing_context,
-                   "max_reference_words": cfg.max_reference_words},
+        fn_kwargs={"task_kind": cfg.task_kind, "templates": templates, "done_ids": done_ids,
+                   "drop_missing_context": cfg.drop_missing_context, "max_reference_words": cfg.max_reference_words},
         batch_format="pyarrow",
         num_cpus=LIGHT_CPUS,
     )

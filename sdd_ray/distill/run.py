@@ -32,11 +32,12 @@ def run_distill(cfg: DistillConfig, out: str | Path, overwrite: bool = False) ->
     """
     from sdd_ray.distill.dataflow import run_dataflow
     from sdd_ray.guards import check_data_source, check_out, claim_out
-    from sdd_ray.models import as_spec, check_model_exists, load_tokenizer
+    from sdd_ray.models import as_spec, check_model_exists, check_tokenizer_files, load_tokenizer
 
     check_out(out, "distill", {"--data": cfg.data.source, "--teacher": cfg.teacher.path}, own_files=OWN_FILES[1:])
-    check_data_source(cfg.data.source)
+    check_data_source(cfg.data.source, split=cfg.data.split)
     check_model_exists(as_spec(cfg.teacher))  # a missing teacher fails here, before Ray starts; GGUF converts
+    check_tokenizer_files(Path(as_spec(cfg.teacher).path))
     cfg = resolve_backend(cfg)
     if cfg.backend == "hf":
         load_tokenizer(as_spec(cfg.teacher))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from sdd_ray.data import reject_duplicate
+from sdd_ray.data import reject_duplicate, rejected_entry
 from sdd_ray.distill.gate import is_copy, reason_category
 from sdd_ray.distill.schema import OUTPUT, output_row, to_table
 from sdd_ray.io import write_text
@@ -74,8 +74,7 @@ class ShardWriter:
             return
         reject_duplicate(row, self.seen[row["id"]] > 1 or self.accounted[row["id"]] > 0)
         if row["reject_reason"]:
-            self.rejected.append({"id": row["id"], "task": row["task"], "reason": row["reject_reason"],
-                                  "record": row["raw"] or json.dumps({k: row[k] for k in ("instruction", "input", "response")}),
+            self.rejected.append({**rejected_entry(row),
                                   **({"error": row["generation_error"]} if row.get("generation_error") else {})})
             self.pending["rows_rejected"] += 1
             return

@@ -21,20 +21,6 @@ class DataError(ConfigError):
     """The training data cannot be used as given (empty, missing columns, nothing left after filtering)."""
 
 
-def required_columns(response_column: str) -> tuple[str, ...]:
-    return ("instruction", response_column)
-
-
-def check_columns(columns: list[str], response_column: str, source: str) -> None:
-    """Raise `DataError` naming the missing columns and the ones that exist."""
-    missing = [c for c in required_columns(response_column) if c not in columns]
-    if missing:
-        hint = ""
-        if response_column == "original_response":
-            hint = " (original_response comes from a distillation output; use --response-column response for plain data)"
-        raise DataError(f"{source}: missing column(s) {missing}; found {sorted(columns)}{hint}")
-
-
 @dataclass
 class TokenStats:
     """What happened to the rows: used as is, cut to max_length, or dropped (and why)."""

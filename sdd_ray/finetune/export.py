@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sdd_ray.config import ModelSpec
 from sdd_ray.finetune.config import LoraSpec
-from sdd_ray.io import publish_dir, staging_dir
+from sdd_ray.io import staged
 
 
 def apply_lora(model, lora: LoraSpec):
@@ -70,13 +70,11 @@ def export_model(
     state_dict.clear()
     if lora is not None:
         if adapter_out is not None:
-            adapter_tmp = staging_dir(adapter_out)
-            model.save_pretrained(adapter_tmp, safe_serialization=True)
-            publish_dir(adapter_tmp, adapter_out)
+            with staged(adapter_out) as adapter_tmp:
+                model.save_pretrained(adapter_tmp, safe_serialization=True)
         model = model.merge_and_unload()
     model.tie_weights()
     model.to(getattr(torch, dtype))
-    tmp = staging_dir(out)
-    save_model(model.eval(), load_tokenizer(spec), tmp)
-    publish_dir(tmp, out)
+    with staged(out) as tmp:
+        save_model(model.eval(), load_tokenizer(spec), tmp)
     return out

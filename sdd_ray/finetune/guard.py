@@ -29,7 +29,7 @@ def claim_finetune_out(cfg: FinetuneConfig, out: Path, overwrite: bool) -> None:
 
     check_out(out, "finetune", {"--model": cfg.model.path, "--data": cfg.data.source}, own_files=OWN_FILES)
     check_model_exists(cfg.model)  # before the folder is claimed: a bad model leaves nothing behind
-    check_data_source(cfg.data.source)
+    check_data_source(cfg.data.source, split=cfg.data.split)
     if overwrite and cfg.storage_path:
         shutil.rmtree(Path(cfg.storage_path) / cfg.run_name, ignore_errors=True)
     clear = tuple(item.name for item in out.iterdir() if not item.name.startswith(".")) if out.is_dir() else ()

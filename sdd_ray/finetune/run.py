@@ -14,19 +14,17 @@ from pathlib import Path
 
 from sdd_ray.finetune.config import FinetuneConfig
 from sdd_ray.finetune.loop import EXPORT_DIR, STATE_FILE
-from sdd_ray.io import publish_dir, staging_dir, write_json
+from sdd_ray.io import staged, staged_file, write_json
 from sdd_ray.plotting import pyplot, save_figure
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
     if src.is_dir():
-        tmp = staging_dir(dst)
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
-        publish_dir(tmp, dst)
+        with staged(dst) as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
     else:
-        tmp = dst.with_name(dst.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        tmp.replace(dst)
+        with staged_file(dst) as tmp:
+            shutil.copyfile(src, tmp)
 
 
 def plot_loss(history: list[dict], out: Path, title: str) -> Path:
@@ -78,7 +76,7 @@ def run_finetune(cfg: FinetuneConfig, out: str | Path, overwrite: bool = False) 
     out.mkdir(parents=True, exist_ok=True)
     storage = Path(cfg.storage_path) if cfg.storage_path else out / "checkpoints"
     started = time.perf_counter()
-    result = fit(cfg, storage)
+    result = fit(cfg, storage, rejects=out / "rejected.jsonl")
     wall = time.perf_counter() - started
     with result.checkpoint.as_directory() as directory:
         directory = Path(directory)

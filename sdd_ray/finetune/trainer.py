@@ -8,48 +8,50 @@ workers and the order identical on resume.
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 from sdd_ray.config import ConfigError
-from sdd_ray.data import ColumnMap, DataSpec, column_map, load_rows, local_files, source_type
+from sdd_ray.data import CANONICAL, DataSpec, read_rows, rejected_entry, split_rows
 from sdd_ray.finetune.config import FinetuneConfig
-from sdd_ray.finetune.data import DataError, check_columns
+from sdd_ray.finetune.data import DataError
+from sdd_ray.io import write_text
+
+SFT_HINT = " (original_response comes from a distillation output; use --response-column response for plain data)"
 
 
-def read_dataset(spec: DataSpec):
-    """The data set of `spec` as a Ray Dataset.
+def read_dataset(spec: DataSpec, response_column: str = "response"):
+    """(the valid rows as a Ray Dataset, the rejected rows), read through the shared data layer.
 
-    Local files whose columns need no mapping are read as they are, by Ray Data (a distillation
-    output keeps `original_response`, the SFT arm's label); any other source goes through the shared
-    data layer into the canonical columns.
+    Rows get the validation, reasons and duplicate-id rule distillation gives them; a response
+    column other than `response` (a distillation output's `original_response`) is kept and checked too.
     """
     import ray.data
 
-    kind = source_type(spec.source)
-    if kind in ("jsonl", "parquet") and column_map(spec) == ColumnMap():
-        suffixes = (".parquet",) if kind == "parquet" else (".jsonl", ".json")
-        try:
-            files = [str(path) for path in local_files(spec.source, suffixes)]
-        except FileNotFoundError as error:
-            raise DataError(str(error)) from None
-        if all(Path(f).stat().st_size == 0 for f in files):
+    extra = () if response_column == "response" else (response_column,)
+    rows = read_rows(spec, extra=extra)
+    rows.context.execution_options.preserve_order = True  # of two rows with one id, the first in the files is kept
+    valid, rejected = split_rows(rows.iter_rows())
+    if not valid:
+        if not rejected:
             raise DataError(f"{spec.source}: the data set is empty")
-        ds = ray.data.read_parquet(files) if kind == "parquet" else ray.data.read_json(files, lines=True)
-        return ds.limit(spec.limit) if spec.limit else ds
-    try:
-        rows, _ = load_rows(spec)
-    except (ValueError, FileNotFoundError) as error:
-        raise DataError(str(error)) from None
-    return ray.data.from_items(rows)
+        hint = SFT_HINT if response_column in rejected[0]["reject_reason"] else ""
+        raise DataError(f"{spec.source}: no valid rows ({len(rejected)} rejected; first: "
+                        f"{rejected[0]['reject_reason']}){hint}")
+    keep = (*CANONICAL, *extra)
+    return ray.data.from_items([{name: row[name] for name in keep} for row in valid]), rejected
 
 
-def load_checked_dataset(cfg: FinetuneConfig):
-    """The materialized data set, after checking that it has rows and the columns training needs."""
-    ds = read_dataset(cfg.data).materialize()
-    if ds.count() == 0:
-        raise DataError(f"{cfg.data.source}: the data set is empty")
-    check_columns(ds.schema().names, cfg.response_column, cfg.data.source)
-    return ds
+def load_checked_dataset(cfg: FinetuneConfig, rejects: Path | None = None):
+    """The materialized valid rows; the rejected ones, with their reasons, go to `rejects` (a JSONL file)."""
+    dataset, rejected = read_dataset(cfg.data, cfg.response_column)
+    if rejects is not None:
+        write_text(rejects, "".join(json.dumps(rejected_entry(row)) + "\n" for row in rejected))
+    if rejected:
+        where = f"; reasons in {rejects}" if rejects is not None else ""
+        print(f"finetune: --data {cfg.data.source}: {len(rejected)} rows rejected{where}", file=sys.stderr)
+    return dataset.materialize()
 
 
 def build_trainer(cfg: FinetuneConfig, storage_path: str | Path, dataset):
@@ -103,8 +105,10 @@ def check_resumable(cfg: FinetuneConfig, run_dir: Path) -> None:
     record.write_text(json.dumps(settings, indent=2))
 
 
-def fit(cfg: FinetuneConfig, storage_path: str | Path):
-    """Run the training job (resuming from the run's last checkpoint if one exists); the Ray `Result`."""
+def fit(cfg: FinetuneConfig, storage_path: str | Path, rejects: Path | None = None):
+    """Run the training job (resuming from the run's last checkpoint if one exists); the Ray `Result`.
+
+    Rows the data layer rejects are listed in `rejects` (JSONL: id, task, reason, record)."""
     import ray
     import ray.data
 
@@ -117,7 +121,7 @@ def fit(cfg: FinetuneConfig, storage_path: str | Path):
     connect()
     check_workers(cfg)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the workers' reads would draw bars
-    dataset = load_checked_dataset(cfg)
+    dataset = load_checked_dataset(cfg, rejects)
     check_usable_rows(cfg, dataset, tokenizer)
     trainer = build_trainer(cfg, storage_path, dataset)
     return trainer.fit()

@@ -115,7 +115,7 @@ def run_merge(cfg: MergeConfig, out: str | Path) -> dict:
     """Merge `cfg.models` into the HF checkpoint `out` (written whole, then renamed); returns merge.json."""
     import torch
 
-    from sdd_ray.io import publish_dir, staging_dir, write_json
+    from sdd_ray.io import staged, write_json
 
     out = Path(out)
     check_out(out, "merge", [("--models", spec.path) for spec in cfg.models], own_files=("merge.json",))
@@ -124,9 +124,8 @@ def run_merge(cfg: MergeConfig, out: str | Path) -> dict:
     if out.exists() and any(out.iterdir()) and not (out / "merge.json").is_file():
         raise ConfigError(f"--out {out}: exists and is not a merge output; choose another directory")
     started = time.time()
-    partial = staging_dir(out)
     base_index = cfg.base_index
-    try:
+    with staged(out) as partial:  # removed if anything below fails; published whole at the end
         with tempfile.TemporaryDirectory(prefix=".fold-", dir=partial.parent) as scratch:
             parents = [prepare_parent(spec, Path(scratch) / f"parent{i}") for i, spec in enumerate(cfg.models)]
             base_dir, other_dir = parents[base_index][0], parents[1 - base_index][0]
@@ -138,23 +137,19 @@ def run_merge(cfg: MergeConfig, out: str | Path) -> dict:
                 max_shard_bytes=int(cfg.max_shard_mb * 2**20),
             )
             copy_metadata(base_dir, partial, cfg.dtype)
-    except BaseException:  # leave no half-written model behind, then re-raise
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    summary = {
-        "method": cfg.merge_method,
-        "models": [info for _, info in parents],
-        "base_model": cfg.models[base_index].path,
-        "t": cfg.model_dump(mode="json")["t"],
-        "dtype": cfg.dtype,
-        "num_layers": base.num_layers,
-        "num_tensors": len(tensors),
-        "num_parameters": sum(meta.numel for meta in base.tensors.values()),
-        "methods": _method_counts(tensors),
-        "seconds": round(time.time() - started, 3),
-        "tensors": tensors,
-    }
-    write_json(summary, partial / "merge.json")
-    publish_dir(partial, out)
+        summary = {
+            "method": cfg.merge_method,
+            "models": [info for _, info in parents],
+            "base_model": cfg.models[base_index].path,
+            "t": cfg.model_dump(mode="json")["t"],
+            "dtype": cfg.dtype,
+            "num_layers": base.num_layers,
+            "num_tensors": len(tensors),
+            "num_parameters": sum(meta.numel for meta in base.tensors.values()),
+            "methods": _method_counts(tensors),
+            "seconds": round(time.time() - started, 3),
+            "tensors": tensors,
+        }
+        write_json(summary, partial / "merge.json")
     return summary
 

@@ -21,7 +21,7 @@ def _records(spec: DataSpec) -> list[dict]:
     """The records of `spec` as mappings; a bad JSON line is an error here (a calibration set is small and hand-picked)."""
     rows = []
     try:
-        for number, record in enumerate(iter_records(spec), 1):
+        for number, record in enumerate(iter_records(spec, "--calib"), 1):
             if isinstance(record, str):  # a JSONL line
                 try:
                     record = json.loads(record)
@@ -30,9 +30,7 @@ def _records(spec: DataSpec) -> list[dict]:
             if not isinstance(record, dict):
                 raise CalibrationDataError(f"{spec.source}: record {number} is not an object")
             rows.append(record)
-    except FileNotFoundError as error:
-        raise CalibrationDataError(f"calibration {error}") from None
-    except ValueError as error:  # an unknown toy source or split
+    except ValueError as error:  # a missing file or folder, an unknown toy source or split (an InputError)
         raise CalibrationDataError(str(error)) from None
     return rows
 

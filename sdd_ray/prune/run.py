@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sdd_ray.config import ConfigError
 from sdd_ray.guards import check_out
-from sdd_ray.io import publish_dir, staging_dir
+from sdd_ray.io import staged
 from sdd_ray.prune.config import PruneConfig, check_block_size
 
 PRUNING_JSON = "pruning.json"
@@ -45,11 +45,10 @@ def _check_architecture(config, trust_remote_code: bool) -> None:
     find_decoder_layers(skeleton)
 
 
-def _prepare_out(out: Path) -> Path:
-    """A fresh temporary sibling of `out`; refuses to later replace a directory that is not a pruning output."""
+def _check_replaceable(out: Path) -> None:
+    """Refuse to later replace a directory that is not a pruning output."""
     if out.exists() and any(out.iterdir()) and not (out / PRUNING_JSON).is_file():
         raise ConfigError(f"--out {out}: exists and is not a pruning output; choose an empty or new directory")
-    return staging_dir(out)
 
 
 def _surgery_spec(cfg: PruneConfig, config):
@@ -97,39 +96,38 @@ def run_prune(cfg: PruneConfig, out: str | Path) -> dict:
         raise ConfigError(f"prune.block_size: {error}") from None
     _check_architecture(config, cfg.model.trust_remote_code)
     check_out(out, "prune", {"--model": cfg.model.path, "--calib": cfg.calib.source}, own_files=(PRUNING_JSON,))
-    tmp = _prepare_out(out)
+    _check_replaceable(out)
+    with staged(out) as tmp:  # removed if anything below fails; published whole at the end
+        started = time.perf_counter()
+        sums, model, tokenizer, samples = calibrate(cfg, num_layers, getattr(text_config, "max_position_embeddings", None))
+        calibration_s = time.perf_counter() - started
+        distances = sums.distances(cfg.metric)
 
-    started = time.perf_counter()
-    sums, model, tokenizer, samples = calibrate(cfg, num_layers, getattr(text_config, "max_position_embeddings", None))
-    calibration_s = time.perf_counter() - started
-    distances = sums.distances(cfg.metric)
+        removed: list[int] = []
+        chosen = None
+        if cfg.block_size:
+            start = choose_block(distances, cfg.block_size)
+            removed = contiguous_block(start, cfg.block_size)
+            chosen = {"start_layer": start, "distance": float(distances[cfg.block_size][start])}
+            model = model if model is not None else load_model(_surgery_spec(cfg, config))
+            remove_layers(model, removed)
+            save_model(model, tokenizer, tmp)
 
-    removed: list[int] = []
-    chosen = None
-    if cfg.block_size:
-        start = choose_block(distances, cfg.block_size)
-        removed = contiguous_block(start, cfg.block_size)
-        chosen = {"start_layer": start, "distance": float(distances[cfg.block_size][start])}
-        model = model if model is not None else load_model(_surgery_spec(cfg, config))
-        remove_layers(model, removed)
-        save_model(model, tokenizer, tmp)
-
-    report = {
-        "model": cfg.model.path,
-        "metric": cfg.metric,
-        "block_size": cfg.block_size,
-        "removed_layers": removed,
-        "chosen": chosen,
-        "num_layers_before": num_layers,
-        "num_layers_after": num_layers - len(removed),
-        "calibration": {"source": cfg.calib.source, "split": cfg.calib.split, "samples": samples, "max_length": cfg.max_length,
-                        "num_workers": cfg.num_workers, "seconds": round(calibration_s, 3)},
-        "distances": {str(n): [float(d) for d in row] for n, row in distances.items()},
-    }
-    (tmp / PRUNING_JSON).write_text(json.dumps(report, indent=2))
-    plot_distances({n: row.tolist() for n, row in distances.items()},
-                   tmp / DISTANCES_PNG, cfg.metric,
-                   chosen=(chosen["start_layer"], cfg.block_size) if chosen else None,
-                   title=f"{Path(cfg.model.path).name}: {cfg.metric}, {samples} samples")
-    publish_dir(tmp, out)
+        report = {
+            "model": cfg.model.path,
+            "metric": cfg.metric,
+            "block_size": cfg.block_size,
+            "removed_layers": removed,
+            "chosen": chosen,
+            "num_layers_before": num_layers,
+            "num_layers_after": num_layers - len(removed),
+            "calibration": {"source": cfg.calib.source, "split": cfg.calib.split, "samples": samples, "max_length": cfg.max_length,
+                            "num_workers": cfg.num_workers, "seconds": round(calibration_s, 3)},
+            "distances": {str(n): [float(d) for d in row] for n, row in distances.items()},
+        }
+        (tmp / PRUNING_JSON).write_text(json.dumps(report, indent=2))
+        plot_distances({n: row.tolist() for n, row in distances.items()},
+                       tmp / DISTANCES_PNG, cfg.metric,
+                       chosen=(chosen["start_layer"], cfg.block_size) if chosen else None,
+                       title=f"{Path(cfg.model.path).name}: {cfg.metric}, {samples} samples")
     return report

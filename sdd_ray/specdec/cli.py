@@ -42,13 +42,18 @@ def specdec(
     """Speculative decoding vs target-only decoding on the same prompts; writes specdec.json."""
     from sdd_ray.cli_utils import model_spec, stage_config
     from sdd_ray.guards import check_data_source, check_out_file
+    from sdd_ray.models import check_model_exists, check_same_vocabulary
     from sdd_ray.specdec.config import SpecDecConfig
     from sdd_ray.specdec.run import run_specdec
 
     cfg = stage_config(ctx, SpecDecConfig, fields={"draft": "drafts", "data": "data.source", "split": "data.split"},
                        convert={"target": model_spec,
                                 "draft": lambda values: {name: model_spec(path) for name, path in parse_drafts(values).items()}})
-    check_data_source(cfg.data.source)
+    check_data_source(cfg.data.source, split=cfg.data.split)
+    for spec in cfg.drafts.values():
+        check_model_exists(cfg.target)
+        check_model_exists(spec)
+        check_same_vocabulary(cfg.target, spec, ("--target", "--draft"))
     check_out_file(out, [("--data", cfg.data.source), ("--target", cfg.target.path),
                          *(("--draft", spec.path) for spec in cfg.drafts.values())])
     result = run_specdec(cfg, out)
