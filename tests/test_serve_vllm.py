@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
-from test_serve import check_bad_requests
+from test_serve import check_bad_requests, reserved_port
 
 from sdd_ray.config import validate_config
 from sdd_ray.serve.config import ServeConfig
@@ -38,18 +37,16 @@ def vllm_server(ray_local):
 
     from sdd_ray.serve.cli import start
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = validate_config(ServeConfig, {
-        "target": {"path": _checkpoint("SDD_RAY_SMOLLM2")}, "draft": {"path": _checkpoint("SDD_RAY_PRUNED_SMOLLM2")},
-        "engine": "vllm", "device": "cpu", "model_name": "smollm2", "k": 4, "port": port, "api_key": API_KEY,
-        "max_tokens_limit": 64, "default_max_tokens": 16, "max_model_len": 1024, "verify_prompts": 2,
-        "verify_max_tokens": 24, "engine_num_cpus": 0.5, "ingress_num_cpus": 0.1,
-    })
-    url = start(cfg, app_name="sdd-ray-vllm-test")  # raises GreedyMismatchError if vLLM's text differs
-    yield cfg, url
-    serve.shutdown()
+    with reserved_port() as port:
+        cfg = validate_config(ServeConfig, {
+            "target": {"path": _checkpoint("SDD_RAY_SMOLLM2")}, "draft": {"path": _checkpoint("SDD_RAY_PRUNED_SMOLLM2")},
+            "engine": "vllm", "device": "cpu", "model_name": "smollm2", "k": 4, "port": port, "api_key": API_KEY,
+            "max_tokens_limit": 64, "default_max_tokens": 16, "max_model_len": 1024, "verify_prompts": 2,
+            "verify_max_tokens": 24, "engine_num_cpus": 0.5, "ingress_num_cpus": 0.1,
+        })
+        url = start(cfg, app_name="sdd-ray-vllm-test")  # raises GreedyMismatchError if vLLM's text differs
+        yield cfg, url
+        serve.shutdown()
 
 
 def test_vllm_app_greedy_identity_streaming_bad_input_and_metrics(vllm_server):
