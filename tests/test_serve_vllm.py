@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,19 @@ def test_vllm_app_greedy_identity_streaming_bad_input_and_metrics(vllm_server):
                      if line.startswith("data: ") and line != "data: [DONE]"]
         assert "".join(c["choices"][0]["delta"].get("content") or "" for c in lines if c["choices"]) == answer
         assert "Paris" in answer
+
+        # A client that leaves a stream after its first chunk: vLLM aborts the request (fewer tokens than the whole).
+        story = {"model": "smollm2", "prompt": "Once upon a time, in a faraway land,", "max_tokens": 64,
+                 "temperature": 0}
+        started = time.monotonic()
+        whole = client.post("/v1/completions", json=story).json()["usage"]["completion_tokens"]
+        took = time.monotonic() - started
+        assert whole >= 32
+        before = client.get("/metrics").json()["speculative"]["new_tokens"]
+        with client.stream("POST", "/v1/completions", json={**story, "stream": True}) as response:
+            next(line for line in response.iter_lines() if line.startswith("data: "))
+        time.sleep(max(5.0, 2 * took))  # time for the whole answer, had it gone on
+        assert client.get("/metrics").json()["speculative"]["new_tokens"] - before < whole
 
         # The own engine's bad-input answers, through vLLM's app.
         bad = check_bad_requests(client, url, {"model": "smollm2", "prompt": "Hi", "max_tokens": 4})

@@ -46,7 +46,7 @@ class ServeConfig(StrictModel):
     tensor_parallel_size: int = Field(1, ge=1)
     """vLLM engine only."""
     max_model_len: int | None = Field(None, gt=0)
-    """vLLM engine only: context length (default: the model's)."""
+    """Context length (default: the model's): vLLM allocates it; the ingress refuses longer requests for both engines."""
     device: Literal["auto", "cpu", "gpu"] = "auto"
     """vLLM engine only: `auto` is a GPU when `accelerator_type` is set or CUDA is visible, else vLLM's CPU build."""
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
