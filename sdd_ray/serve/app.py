@@ -110,19 +110,20 @@ class HFClient:
         self.total = self.total.merge(DecodeMetrics.from_dict({**metrics, "requests": 1}))
 
     @staticmethod
-    def _payload(job: Job) -> dict:
+    def payload(job: Job) -> dict:
+        """What `SpeculativeEngine` takes: the prompt's ids and the sampling settings."""
         return {"prompt_ids": job.prompt_ids, "max_tokens": job.max_tokens, "temperature": job.temperature,
                 "top_p": job.top_p, "seed": job.seed}
 
     async def complete(self, job: Job) -> dict:
-        async with cancel_on_exit(self.engine.generate.remote(self._payload(job))) as response:
+        async with cancel_on_exit(self.engine.generate.remote(self.payload(job))) as response:
             result = await response
         self._record(result["metrics"])
         build = chat_body if job.chat else completion_body
         return build(job.request_id, job.model, result["text"], result["finish_reason"], result["metrics"])
 
     async def stream(self, job: Job) -> AsyncIterator[str]:
-        async with cancel_on_exit(self.engine.options(stream=True).stream.remote(self._payload(job))) as events:
+        async with cancel_on_exit(self.engine.options(stream=True).stream.remote(self.payload(job))) as events:
             first = True
             async for event in events:
                 metrics = event.get("metrics")
