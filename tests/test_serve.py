@@ -235,7 +235,9 @@ def test_engine_stops_decoding_within_a_step_of_a_cancelled_request(tmp_path):
                 got.set()
 
         task = asyncio.create_task(consume())
-        await got.wait()
+        first = asyncio.create_task(got.wait())
+        await asyncio.wait({first, task}, return_when=asyncio.FIRST_COMPLETED)
+        assert got.is_set(), task.exception()
         task.cancel()
         at_cancel = engine.steps
         await asyncio.sleep(1.0)  # room for many more steps, had decoding gone on
@@ -408,7 +410,6 @@ def test_speculative_config_keys_are_vllm_fields():
     assert spec["method"] in typing.get_args(speculative.SpeculativeMethod)
 
 
-@pytest.mark.vllm
 def test_served_pair_uses_only_public_stable_ray_names():
     """Fails loudly when a Ray release moves, renames or demotes a name `--engine vllm` relies on."""
     import importlib
