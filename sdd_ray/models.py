@@ -184,10 +184,14 @@ def save_model(model, tokenizer, out: str | Path) -> Path:
 
 def model_num_layers(model: str | Path | ModelSpec) -> int:
     """`num_hidden_layers` from the checkpoint's config, without loading weights."""
+    return int(text_config(model).num_hidden_layers)
+
+
+def text_config(model: str | Path | ModelSpec):
+    """The checkpoint's (text) config, without loading weights."""
     from transformers import AutoConfig
 
     spec = as_spec(model)
     check_model_exists(spec)
     config = AutoConfig.from_pretrained(spec.path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return int(text_config.num_hidden_layers)
+    return config.get_text_config() if hasattr(config, "get_text_config") else config

@@ -4,6 +4,7 @@ One place decides how a task becomes text and text becomes tokens, so that a mod
 framing in training, evaluation, drafting and serving:
 - `render_prompt`: the model's chat template when it has one, else the plain instruction format
   (Alpaca-style headers, which the toy teacher was trained on);
+- `render_messages`: the same for a chat (a list of role/content messages);
 - `encode_prompt`: token ids of rendered text without adding special tokens a second time (a chat
   template writes its own BOS; tokenizing it with `add_special_tokens=True` would prepend another);
 - `stop_token_ids`: every id that ends a turn (Llama-3 has three), not only `tokenizer.eos_token_id`;
@@ -32,6 +33,15 @@ def render_prompt(tokenizer, instruction: str, input: str = "") -> str:
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
     return instruction_prompt(instruction, input)
+
+
+def render_messages(tokenizer, messages: list[dict]) -> str:
+    """The prompt for a chat: the tokenizer's chat template, else the plain format (system, then user text)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    user = "\n\n".join(m["content"] for m in messages if m["role"] == "user")
+    return instruction_prompt(f"{system}\n\n{user}" if system else user)
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:

@@ -3,6 +3,7 @@ carrying SmolLM2's real tokenizer and chat template (byte-level BPE, ChatML, pad
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 
@@ -235,17 +236,24 @@ def test_merge_evaluate_and_specdec_on_the_gqa_pair(gqa_pruned, gqa_llama, tmp_p
 
 def test_serve_engine_streams_what_it_answers_with_the_chat_template(gqa_pruned, gqa_llama):
     """The deployment's logic in-process: chat template, single BOS, stop ids, streamed text == answer."""
-    from sdd_ray.serve.app import SpeculativeEngine
+    from sdd_ray.serve.app import HFClient, SpeculativeEngine
+    from sdd_ray.serve.config import ServeConfig
+    from sdd_ray.serve.ingress import Front
 
     pruned, _ = gqa_pruned
-    engine = SpeculativeEngine.func_or_class({"target": {"path": str(gqa_llama)}, "draft": {"path": str(pruned)}, "k": 3})
-    payload = {"messages": [{"role": "user", "content": MULTIBYTE}], "max_tokens": 24, "temperature": 1.5,
-               "top_p": 1.0, "seed": 7}
-    ids, _ = engine._prepare(payload)
-    assert ids[:3] == encode_prompt(engine.tokenizer, "<|im_start|>system\n")  # the template's, no extra BOS
-    answer = engine.generate(payload)
-    streamed = [event["text"] for event in engine.stream(payload)]
-    assert "".join(streamed).encode() == answer["text"].encode()
+    cfg = ServeConfig(target=ModelSpec(path=str(gqa_llama)), draft=ModelSpec(path=str(pruned)), k=3, model_name="m")
+    engine = SpeculativeEngine.func_or_class(cfg.model_dump(mode="json"))
+    request = {"model": "m", "messages": [{"role": "user", "content": MULTIBYTE}], "max_tokens": 24,
+               "temperature": 1.5, "seed": 7}
+    job = Front(cfg, client=None).job(json.dumps(request).encode(), chat=True)
+    assert job.prompt_ids[:3] == encode_prompt(engine.tokenizer, "<|im_start|>system\n")  # the template's, no extra BOS
+    payload = HFClient.payload(job)
+
+    async def streamed():
+        return [event["text"] async for event in engine.stream(payload)]
+
+    answer = asyncio.run(engine.generate(payload))
+    assert "".join(asyncio.run(streamed())).encode() == answer["text"].encode()
 
 
 @pytest.mark.slow

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 from conftest import make_tiny_llama
@@ -31,12 +33,48 @@ PROMPT = "### Instruction:\nWhat is 12 plus 7?\n\n### Response:\n"
     (b'{"model": "m", "prompt": "hi", "max_tokens": 33}', 400, "max_tokens must be between 1 and 32"),
     (b'{"model": "m", "prompt": "hi", "temperature": 3}', 400, "temperature"),
     (b'{"model": "m", "prompt": "hi", "stop": ["\\n"]}', 400, "stop sequences are not supported"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "nests deeper than 32"),
+    (b'{"model": "m", "prompt": "hi", "user": ' + b"[" * 33 + b"]" * 33 + b"}", 400, "nests deeper than 32"),
+    (b'{"model": "m", "prompt": "hi", "max_tokens": ' + b"7" * 5000 + b"}", 400, "not valid JSON"),
+    (b'{"model": "m", "prompt": "hi", "temperature": NaN}', 400, "NaN is not a JSON number"),
 ])
 def test_bad_requests_are_rejected_with_a_reason(body, status, reason):
     with pytest.raises(RequestError) as caught:
         parse_request(CompletionRequest, body, "m", max_tokens_limit=32, default_max_tokens=8)
     assert caught.value.status == status
     assert reason in caught.value.message
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("logprobs", 2), ("logprobs", True), ("top_logprobs", 3), ("echo", True), ("best_of", 2),
+    ("presence_penalty", 0.5), ("frequency_penalty", -1), ("logit_bias", {"50256": -100}), ("suffix", "end"),
+    ("response_format", {"type": "json_object"}), ("tools", [{"type": "function", "function": {"name": "f"}}]),
+    ("tool_choice", "auto"), ("functions", [{"name": "f"}]), ("n", 2),
+])
+def test_fields_that_change_the_output_are_refused_by_name(field, value):
+    raw = json.dumps({"model": "m", "prompt": "hi", field: value}).encode()
+    with pytest.raises(RequestError) as caught:
+        parse_request(CompletionRequest, raw, "m", max_tokens_limit=32, default_max_tokens=8)
+    assert caught.value.status == 400 and caught.value.param == field
+    assert field in caught.value.message
+
+
+def test_neutral_values_of_unsupported_fields_are_accepted():
+    neutral = {"logprobs": None, "echo": False, "best_of": 1, "presence_penalty": 0, "frequency_penalty": 0.0,
+               "logit_bias": {}, "response_format": {"type": "text"}, "tools": [], "n": 1, "user": "u"}
+    raw = json.dumps({"model": "m", "prompt": "hi", **neutral}).encode()
+    assert parse_request(CompletionRequest, raw, "m", 32, 8).prompt == "hi"
+
+
+def test_max_completion_tokens_zero_is_refused_not_replaced():
+    from sdd_ray.serve.protocol import ChatCompletionRequest
+
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(RequestError) as caught:
+        parse_request(ChatCompletionRequest, json.dumps({**chat, "max_completion_tokens": 0}).encode(), "m", 32, 8)
+    assert caught.value.param == "max_completion_tokens" and "got 0" in caught.value.message
+    both = {**chat, "max_completion_tokens": 5, "max_tokens": 9}
+    assert parse_request(ChatCompletionRequest, json.dumps(both).encode(), "m", 32, 8).max_tokens == 5
 
 
 def test_default_and_explicit_max_tokens():
@@ -49,14 +87,13 @@ def test_default_and_explicit_max_tokens():
 
 
 def test_vllm_app_configuration_matches_ray_serve_llm_schema():
-    from sdd_ray.serve.vllm_app import serving_args
+    from sdd_ray.serve.vllm_app import llm_config
 
     cfg = validate_config(ServeConfig, {
         "target": {"path": "/models/llama-8b"}, "draft": {"path": "/models/llama-8b-pruned-sdd"},
         "engine": "vllm", "k": 5, "replicas": 2, "accelerator_type": "H100", "max_model_len": 4096, "api_key": "k",
     })
-    args = serving_args(cfg)
-    (llm,) = args["llm_configs"]
+    llm = llm_config(cfg)
     assert llm["model_loading_config"] == {"model_id": "llama-8b", "model_source": "/models/llama-8b"}
     assert llm["engine_kwargs"]["speculative_config"] == {
         "method": "draft_model", "model": "/models/llama-8b-pruned-sdd", "num_speculative_tokens": 5,
@@ -64,7 +101,6 @@ def test_vllm_app_configuration_matches_ray_serve_llm_schema():
     assert llm["engine_kwargs"]["max_model_len"] == 4096
     assert "enforce_eager" not in llm["engine_kwargs"] and "placement_group_config" not in llm  # a GPU: vLLM's defaults
     assert llm["deployment_config"]["num_replicas"] == 2
-    assert args["ingress_cls_config"]["ingress_extra_kwargs"]["config"]["api_key"] == "k"
     # ray.serve.llm.LLMConfig is this class (re-exported); the public import needs vLLM, the base does not.
     from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
 
@@ -113,46 +149,145 @@ def test_vllm_engine_reports_missing_vllm(monkeypatch):
         build_vllm_app(cfg)
 
 
-def test_api_key_from_environment_variable(monkeypatch):
+def test_api_key_comes_from_one_named_source_and_is_never_empty(monkeypatch, tmp_path):
     from sdd_ray.serve.cli import resolve_api_key
 
     monkeypatch.setenv("SDD_TEST_KEY", "secret")
-    assert resolve_api_key("SDD_TEST_KEY") == "secret"
-    assert resolve_api_key("literal-key") == "literal-key"
-    assert resolve_api_key(None) is None
+    monkeypatch.setenv("SDD_EMPTY_KEY", "")
     monkeypatch.delenv("SDD_UNSET_KEY", raising=False)
-    with pytest.raises(ConfigError, match="SDD_UNSET_KEY is not set"):
-        resolve_api_key("SDD_UNSET_KEY")
+    (tmp_path / "key").write_text("from-file\n")
+    (tmp_path / "empty").write_text("\n")
+    assert resolve_api_key(env="SDD_TEST_KEY") == "secret"
+    assert resolve_api_key(file=tmp_path / "key") == "from-file"
+    assert resolve_api_key("literal-key") == "literal-key"
+    assert resolve_api_key() is None
+    for kwargs, reason in [
+        ({"env": "SDD_EMPTY_KEY"}, "environment variable SDD_EMPTY_KEY is empty"),
+        ({"file": tmp_path / "empty"}, "is empty"),
+        ({"literal": ""}, "--api-key is empty"),
+        ({"literal": " "}, "--api-key is empty"),
+        ({"env": "SDD_UNSET_KEY"}, "SDD_UNSET_KEY is not set"),
+        ({"file": tmp_path / "missing"}, "cannot read"),
+        ({"literal": "SDD_TEST_KEY"}, "use --api-key-env SDD_TEST_KEY"),  # never the variable's value by guessing
+        ({"literal": "k", "env": "SDD_TEST_KEY"}, "give one of --api-key, --api-key-env"),
+    ]:
+        with pytest.raises(ConfigError, match=reason):
+            resolve_api_key(**kwargs)
+    with pytest.raises(ConfigError, match="API key is empty"):
+        validate_config(ServeConfig, {"target": {"path": "t"}, "draft": {"path": "d"}, "api_key": ""})
+
+
+def _serve_cli(capsys, monkeypatch, *flags: str) -> tuple[int, list[str]]:
+    """`sdd-ray serve` with `flags`, which must fail before Ray and the models start; its exit code and stderr lines."""
+    from sdd_ray.cli import main
+
+    def started(*_, **__):
+        raise AssertionError("serve started Ray and the models before refusing")
+
+    monkeypatch.setattr("sdd_ray.serve.cli.start", started)
+    capsys.readouterr()  # what the test wrote before (model saving's progress bars)
+    with pytest.raises(SystemExit) as caught:
+        main(["serve", *flags])
+    return caught.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_serve_refuses_a_port_in_use_before_loading_anything(capsys, monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, lines = _serve_cli(capsys, monkeypatch, "--target", "toy-teacher", "--draft", "toy-teacher",
+                                 "--port", str(port))
+    assert (code, len(lines)) == (2, 1) and f"127.0.0.1:{port}" in lines[0] and "--port" in lines[0]
+
+
+def test_serve_refuses_a_draft_with_another_vocabulary_before_starting_engines(capsys, monkeypatch, tmp_path):
+    from sdd_ray.toy.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.add_tokens(["<extra-token>"])
+    draft = make_tiny_llama(tmp_path / "other-vocab", num_layers=1, tokenizer=tokenizer)
+    code, lines = _serve_cli(capsys, monkeypatch, "--target", "toy-teacher", "--draft", str(draft))
+    assert (code, len(lines)) == (2, 1) and "vocabulary" in lines[0] and str(draft) in lines[0]
+
+
+def test_engine_stops_decoding_within_a_step_of_a_cancelled_request(tmp_path):
+    """Serve cancels a request whose client left; the engine must stop at the next step, not run to max_tokens."""
+    import asyncio
+
+    from sdd_ray.models import load_tokenizer
+    from sdd_ray.prompts import encode_prompt
+    from sdd_ray.serve.app import SpeculativeEngine
+
+    # Greedy on this random model writes 2,000 tokens without an end-of-sequence token.
+    model = make_tiny_llama(tmp_path / "tiny", num_layers=2, seed=0, max_positions=4096)
+    cfg = validate_config(ServeConfig, {"target": {"path": str(model)}, "draft": {"path": str(model)},
+                                        "k": 2, "max_tokens_limit": 600})
+    engine = SpeculativeEngine.func_or_class(cfg.model_dump(mode="json"))
+    payload = {"prompt_ids": encode_prompt(load_tokenizer(model), PROMPT), "max_tokens": 600,
+               "temperature": 0.0, "top_p": 1.0, "seed": None}
+
+    async def cancel_after_first_event():
+        got = asyncio.Event()
+
+        async def consume():
+            async for _ in engine.stream(payload):
+                got.set()
+
+        task = asyncio.create_task(consume())
+        first = asyncio.create_task(got.wait())
+        await asyncio.wait({first, task}, return_when=asyncio.FIRST_COMPLETED)
+        assert got.is_set(), task.exception()
+        task.cancel()
+        at_cancel = engine.steps
+        await asyncio.sleep(1.0)  # room for many more steps, had decoding gone on
+        return at_cancel
+
+    at_cancel = asyncio.run(cancel_after_first_event())
+    assert engine.in_flight == 0
+    assert engine.steps <= at_cancel + 1 < 100  # the whole request is 200 steps (3 tokens each)
 
 
 # ---- the running app ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@contextmanager
+def reserved_port():
+    """A loopback port bound here (never released to others) that Serve's proxy can bind too.
+
+    Serve's proxy binds with SO_REUSEPORT (its default on Linux), so a socket of ours bound the
+    same way, and not listening, holds the port for the test without taking its connections.
+    """
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(ray_local, tmp_path_factory):
-    """The app on a free loopback port, target = draft (every token accepted), with an API key."""
+    """The app on a loopback port, target = draft (every token accepted), with an API key.
+
+    Greedy on this random model writes 2,000 tokens without an end-of-sequence token, long enough
+    to see a stream stop when its client leaves.
+    """
     from ray import serve
 
     from sdd_ray.serve.app import build_app
 
     root = tmp_path_factory.mktemp("serve")
-    target = make_tiny_llama(root / "tiny-target", num_layers=2, seed=0)
-    port = _free_port()
-    cfg = validate_config(ServeConfig, {
-        "target": {"path": str(target)}, "draft": {"path": str(target)}, "k": 3, "port": port,
-        "api_key": API_KEY, "max_tokens_limit": 32, "default_max_tokens": 8,
-        "engine_num_cpus": 0.5, "ingress_num_cpus": 0.1,
-    })
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(cfg), name="sdd-ray-test", route_prefix="/", blocking=False)
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    target = make_tiny_llama(root / "tiny-target", num_layers=2, seed=0, max_positions=4096)
+    with reserved_port() as port:
+        cfg = validate_config(ServeConfig, {
+            "target": {"path": str(target)}, "draft": {"path": str(target)}, "k": 3, "port": port,
+            "api_key": API_KEY, "max_tokens_limit": 2000, "default_max_tokens": 8,
+            "engine_num_cpus": 0.5, "ingress_num_cpus": 0.1,
+        })
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(cfg), name="sdd-ray-test", route_prefix="/", blocking=False)
+        yield f"http://127.0.0.1:{port}"
+        serve.shutdown()
 
 
 @pytest.fixture
@@ -167,6 +302,7 @@ def client(server):
 @pytest.mark.timeout(300)  # Serve start-up is most of it; slow on a loaded 2-core machine
 def test_serve_app_over_http(client, server):
     import httpx
+    from ray import serve
 
     models = client.get("/v1/models")
     assert models.status_code == 200 and models.json()["data"][0]["id"] == "tiny-target"
@@ -214,6 +350,17 @@ def test_serve_app_over_http(client, server):
     bad = check_bad_requests(client, server, body)
     assert client.post("/v1/completions", json=body).status_code == 200
 
+    # A client that leaves a long stream after its first chunk stops the engine within a step.
+    engine = serve.get_deployment_handle("speculative-engine", app_name="sdd-ray-test")
+    with client.stream("POST", "/v1/completions", json={**body, "max_tokens": 2000, "stream": True}) as response:
+        next(line for line in response.iter_lines() if line.startswith("data: "))
+    deadline = time.monotonic() + 60
+    while (load := engine.load.remote().result())["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    assert load["in_flight"] == 0 and engine.load.remote().result()["steps"] <= load["steps"] + 1
+    assert load["steps"] < 2000 // 4  # far from the whole stream: 500 steps of 4 tokens
+
     metrics = client.get("/metrics").json()
     assert metrics["errors"] == bad
     speculative = metrics["speculative"]
@@ -231,7 +378,10 @@ def check_bad_requests(client, server: str, body: dict) -> int:
     bad = [
         (client.post("/v1/completions", content=b"{oops", headers={"content-type": "application/json"}), 400, "JSON"),
         (client.post("/v1/completions", json={**body, "model": "gpt-4"}), 404, "does not exist"),
-        (client.post("/v1/completions", json={**body, "max_tokens": 1000}), 400, "max_tokens"),
+        (client.post("/v1/completions", json={**body, "max_tokens": 100_000}), 400, "max_tokens"),
+        (client.post("/v1/completions", json={**body, "logprobs": 1}), 400, "logprobs is not supported"),
+        (client.post("/v1/completions", content=json.dumps(body), headers={"content-type": "text/plain"}), 415,
+         "application/json"),
         (client.post("/v1/completions", json={**body, "prompt": ""}), 400, "empty"),
         (client.post("/v1/completions", json={**body, "stop": ["\n"]}), 400, "stop sequences are not supported"),
         (client.post("/v1/chat/completions", json={"model": model, "messages": []}), 400, "messages"),
@@ -258,3 +408,30 @@ def test_speculative_config_keys_are_vllm_fields():
     spec = speculative_config(cfg)
     assert set(spec) <= {f.name for f in dataclasses.fields(speculative.SpeculativeConfig)}
     assert spec["method"] in typing.get_args(speculative.SpeculativeMethod)
+
+
+def test_served_pair_uses_only_public_stable_ray_names():
+    """Fails loudly when a Ray release moves, renames or demotes a name `--engine vllm` relies on."""
+    import importlib
+    import inspect
+    from pathlib import Path
+
+    pytest.importorskip("vllm")
+    from sdd_ray.serve import vllm_deployments
+    from sdd_ray.serve.vllm_deployments import LLM_SERVER_METHODS, PUBLIC_RAY_NAMES
+
+    for module_name, names in PUBLIC_RAY_NAMES.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            obj = getattr(module, name, None)
+            assert obj is not None, f"{module_name}.{name} is gone"
+            assert getattr(obj, "_annotated", None) == obj.__name__, f"{module_name}.{name} is not a Ray public API"
+            assert obj._annotated_type.value == "PublicAPI" and "PublicAPI (" not in (obj.__doc__ or ""), \
+                f"{module_name}.{name} is not stable"
+    from ray.serve.llm import LLMServer, build_llm_deployment
+
+    for method in LLM_SERVER_METHODS:
+        assert inspect.iscoroutinefunction(getattr(LLMServer, method)), f"LLMServer.{method}"
+    assert "deployment_cls" in inspect.signature(build_llm_deployment).parameters
+    source = Path(vllm_deployments.__file__).read_text()
+    assert "_internal" not in source and "_private" not in source

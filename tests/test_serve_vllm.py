@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import time
 from pathlib import Path
 
 import pytest
-from test_serve import check_bad_requests
+from test_serve import check_bad_requests, reserved_port
 
 from sdd_ray.config import validate_config
 from sdd_ray.serve.config import ServeConfig
@@ -38,18 +38,16 @@ def vllm_server(ray_local):
 
     from sdd_ray.serve.cli import start
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = validate_config(ServeConfig, {
-        "target": {"path": _checkpoint("SDD_RAY_SMOLLM2")}, "draft": {"path": _checkpoint("SDD_RAY_PRUNED_SMOLLM2")},
-        "engine": "vllm", "device": "cpu", "model_name": "smollm2", "k": 4, "port": port, "api_key": API_KEY,
-        "max_tokens_limit": 64, "default_max_tokens": 16, "max_model_len": 1024, "verify_prompts": 2,
-        "verify_max_tokens": 24, "engine_num_cpus": 0.5, "ingress_num_cpus": 0.1,
-    })
-    url = start(cfg, app_name="sdd-ray-vllm-test")  # raises GreedyMismatchError if vLLM's text differs
-    yield cfg, url
-    serve.shutdown()
+    with reserved_port() as port:
+        cfg = validate_config(ServeConfig, {
+            "target": {"path": _checkpoint("SDD_RAY_SMOLLM2")}, "draft": {"path": _checkpoint("SDD_RAY_PRUNED_SMOLLM2")},
+            "engine": "vllm", "device": "cpu", "model_name": "smollm2", "k": 4, "port": port, "api_key": API_KEY,
+            "max_tokens_limit": 64, "default_max_tokens": 16, "max_model_len": 1024, "verify_prompts": 2,
+            "verify_max_tokens": 24, "engine_num_cpus": 0.5, "ingress_num_cpus": 0.1,
+        })
+        url = start(cfg, app_name="sdd-ray-vllm-test")  # raises GreedyMismatchError if vLLM's text differs
+        yield cfg, url
+        serve.shutdown()
 
 
 def test_vllm_app_greedy_identity_streaming_bad_input_and_metrics(vllm_server):
@@ -87,6 +85,19 @@ def test_vllm_app_greedy_identity_streaming_bad_input_and_metrics(vllm_server):
                      if line.startswith("data: ") and line != "data: [DONE]"]
         assert "".join(c["choices"][0]["delta"].get("content") or "" for c in lines if c["choices"]) == answer
         assert "Paris" in answer
+
+        # A client that leaves a stream after its first chunk: vLLM aborts the request (fewer tokens than the whole).
+        story = {"model": "smollm2", "prompt": "Once upon a time, in a faraway land,", "max_tokens": 64,
+                 "temperature": 0}
+        started = time.monotonic()
+        whole = client.post("/v1/completions", json=story).json()["usage"]["completion_tokens"]
+        took = time.monotonic() - started
+        assert whole >= 32
+        before = client.get("/metrics").json()["speculative"]["new_tokens"]
+        with client.stream("POST", "/v1/completions", json={**story, "stream": True}) as response:
+            next(line for line in response.iter_lines() if line.startswith("data: "))
+        time.sleep(max(5.0, 2 * took))  # time for the whole answer, had it gone on
+        assert client.get("/metrics").json()["speculative"]["new_tokens"] - before < whole
 
         # The own engine's bad-input answers, through vLLM's app.
         bad = check_bad_requests(client, url, {"model": "smollm2", "prompt": "Hi", "max_tokens": 4})

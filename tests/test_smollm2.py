@@ -5,6 +5,8 @@ Slow (about 2-3 minutes on 2 cores); each step's wall time is printed (`pytest -
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 
 import pytest
@@ -86,16 +88,23 @@ def test_pruned_smollm2_reloads_with_plain_transformers(smollm2_pruned, timings)
 
 
 def test_streamed_japanese_equals_the_answer_byte_for_byte(smollm2, smollm2_pruned, timings):
-    from sdd_ray.serve.app import SpeculativeEngine
+    from sdd_ray.serve.app import HFClient, SpeculativeEngine
+    from sdd_ray.serve.config import ServeConfig
+    from sdd_ray.serve.ingress import Front
 
     pruned, _ = smollm2_pruned
-    engine = SpeculativeEngine.func_or_class({"target": {"path": str(smollm2), "dtype": "bfloat16"},
-                                              "draft": {"path": str(pruned), "dtype": "bfloat16"}, "k": 4})
-    payload = {"messages": [{"role": "user", "content": JAPANESE}], "max_tokens": 32, "temperature": 0.0,
-               "top_p": 1.0, "seed": None}
+    cfg = ServeConfig.model_validate({"target": {"path": str(smollm2), "dtype": "bfloat16"},
+                                      "draft": {"path": str(pruned), "dtype": "bfloat16"}, "k": 4, "model_name": "m"})
+    engine = SpeculativeEngine.func_or_class(cfg.model_dump(mode="json"))
+    request = {"model": "m", "messages": [{"role": "user", "content": JAPANESE}], "max_tokens": 32, "temperature": 0.0}
+    payload = HFClient.payload(Front(cfg, client=None).job(json.dumps(request).encode(), chat=True))
+
+    async def stream():
+        return [event["text"] async for event in engine.stream(payload)]
+
     start = time.perf_counter()
-    answer = engine.generate(payload)["text"]
-    streamed = [event["text"] for event in engine.stream(payload)]
+    answer = asyncio.run(engine.generate(payload))["text"]
+    streamed = asyncio.run(stream())
     timings["serve engine: answer + stream, 32 tokens each"] = time.perf_counter() - start
     assert any(ord(character) > 0x3000 for character in answer), answer  # Japanese characters
     assert "".join(streamed).encode() == answer.encode()

@@ -12,51 +12,31 @@ Two deployments:
   decode step, so the split would eat the speedup it is meant to show. vLLM makes the same choice:
   its draft model runs inside the target's worker (`speculative_config`). Scaling is by replicas
   of the pair.
-- `OpenAIIngress` (FastAPI through `serve.ingress`): `/v1/completions`, `/v1/chat/completions`
-  (JSON or server-sent events), `/v1/models`, `/metrics` (alias `/v1/metrics`). It validates every
-  request before any model work (`protocol.parse_request`), checks the optional bearer key, and
-  aggregates the engine's per-request speculative counters.
+- `serve.ingress.OpenAIIngress`, the front both engines share (key, validation, prompt, routes),
+  with `HFClient` here: it calls the engine with the prompt's token ids and aggregates the engine's
+  per-request speculative counters for `/metrics`.
+
+The engine decodes one speculative step at a time on its own thread pool and awaits each step, so
+a cancelled request (the client went away) stops at the next step instead of running to the end.
 
 Both use fractional CPUs so that the app fits a 2-CPU machine next to other Ray work.
 """
 
-import hmac
-import time
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
-from sdd_ray.prompts import IncrementalDetokenizer, encode_prompt, instruction_prompt, stop_token_ids
+from sdd_ray.prompts import IncrementalDetokenizer, stop_token_ids
 from sdd_ray.serve.config import ServeConfig
-from sdd_ray.serve.protocol import (
-    STREAM_DONE,
-    ChatCompletionRequest,
-    CompletionRequest,
-    RequestError,
-    chat_body,
-    completion_body,
-    models_body,
-    new_id,
-    parse_request,
-    stream_chunk,
-)
-
-
-def render_messages(tokenizer, messages: list[dict]) -> str:
-    """The prompt for a chat: the tokenizer's chat template, else the plain instruction format."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-    user = "\n\n".join(m["content"] for m in messages if m["role"] == "user")
-    return instruction_prompt(f"{system}\n\n{user}" if system else user)
+from sdd_ray.serve.ingress import Job, bind_ingress, cancel_on_exit
+from sdd_ray.serve.protocol import STREAM_DONE, chat_body, completion_body, stream_chunk
 
 
 @serve.deployment(name="speculative-engine")
 class SpeculativeEngine:
-    """A target/draft pair and its tokenizer; sync methods run on Serve's thread pool, one request per thread."""
+    """A target/draft pair and its tokenizer; each request decodes on the replica's pool, one step per await."""
 
     def __init__(self, config: dict):
         import torch
@@ -70,171 +50,100 @@ class SpeculativeEngine:
         target = load_model(cfg.target)
         stops = stop_token_ids(self.tokenizer, target.generation_config)
         self.decoder = SpeculativeDecoder(target, load_model(cfg.draft), cfg.k, stops)
-        self.context_length = getattr(target.config, "max_position_embeddings", None)
+        self.pool = ThreadPoolExecutor(cfg.max_ongoing_requests, thread_name_prefix="decode")
+        self.in_flight = 0
+        self.steps = 0
 
-    def _prepare(self, payload: dict):
-        """(prompt ids, sampling) or a client error message."""
-        from sdd_ray.specdec.engine import Sampling
+    async def stream(self, payload: dict) -> AsyncIterator[dict]:
+        """{text} deltas, one per target forward pass; the last also has finish_reason, metrics, tokens.
 
-        if "messages" in payload:
-            prompt = render_messages(self.tokenizer, payload["messages"])
-        else:
-            prompt = payload["prompt"]
-        ids = encode_prompt(self.tokenizer, prompt)
-        if not ids:
-            return "the prompt has no tokens"
-        if self.context_length and len(ids) + payload["max_tokens"] > self.context_length:
-            return (f"prompt ({len(ids)} tokens) + max_tokens ({payload['max_tokens']}) exceeds the "
-                    f"context length ({self.context_length})")
-        sampling = Sampling(payload["temperature"], payload["top_p"], payload.get("seed"))
-        return ids, sampling
+        Each step runs on the pool and is awaited: cancelling the request stops decoding after the
+        step in progress.
+        """
+        from sdd_ray.specdec.engine import DecodeMetrics, Sampling
 
-    def generate(self, payload: dict) -> dict:
-        """{text, finish_reason, metrics} or {error}."""
-        prepared = self._prepare(payload)
-        if isinstance(prepared, str):
-            return {"error": prepared}
-        *_, last = self.stream(payload, prepared)
+        loop = asyncio.get_running_loop()
+        metrics = DecodeMetrics()
+        sampling = Sampling(payload["temperature"], payload["top_p"], payload["seed"])
+        steps = self.decoder.stream(payload["prompt_ids"], payload["max_tokens"], sampling, metrics)
+        tokens: list[int] = []
+        detokenizer = IncrementalDetokenizer(self.tokenizer)
+        self.in_flight += 1
+        try:
+            while (chunk := await loop.run_in_executor(self.pool, next, steps, None)) is not None:
+                self.steps += 1
+                tokens += chunk.tokens
+                event = {"text": detokenizer.push(chunk.tokens)}
+                if chunk.finish_reason:
+                    event["text"] += detokenizer.finish()
+                    event.update(finish_reason=chunk.finish_reason, metrics=metrics.as_dict(), tokens=tokens)
+                yield event
+        finally:
+            self.in_flight -= 1
+
+    async def generate(self, payload: dict) -> dict:
+        """{text, finish_reason, metrics}."""
+        async for event in self.stream(payload):
+            last = event
         return {"text": self.tokenizer.decode(last["tokens"], skip_special_tokens=True),
                 "finish_reason": last["finish_reason"], "metrics": last["metrics"]}
 
-    def stream(self, payload: dict, prepared=None) -> Iterator[dict]:
-        """{text} deltas, one per target forward pass; the last also has finish_reason, metrics, tokens."""
+    def load(self) -> dict:
+        """Requests decoding now and steps decoded since start (how tests see that a cancelled request stopped)."""
+        return {"in_flight": self.in_flight, "steps": self.steps}
+
+
+class HFClient:
+    """The ingress's side of `SpeculativeEngine`: OpenAI bodies from its events, counters summed over requests."""
+
+    name = "hf"
+
+    def __init__(self, engine, cfg: ServeConfig):
         from sdd_ray.specdec.engine import DecodeMetrics
 
-        prepared = prepared or self._prepare(payload)
-        if isinstance(prepared, str):
-            yield {"error": prepared}
-            return
-        ids, sampling = prepared
-        metrics = DecodeMetrics()
-        tokens: list[int] = []
-        detokenizer = IncrementalDetokenizer(self.tokenizer)
-        for chunk in self.decoder.stream(ids, payload["max_tokens"], sampling, metrics):
-            tokens += chunk.tokens
-            delta = detokenizer.push(chunk.tokens)
-            if chunk.finish_reason:
-                delta += detokenizer.finish()
-            event = {"text": delta}
-            if chunk.finish_reason:
-                event.update(finish_reason=chunk.finish_reason, metrics=metrics.as_dict(), tokens=tokens)
-            yield event
-
-
-app = FastAPI(title="sdd-ray speculative decoding", docs_url=None, redoc_url=None)
-
-
-@serve.deployment(name="openai-ingress")
-@serve.ingress(app)
-class OpenAIIngress:
-    """OpenAI-compatible routes; validation, auth and metric aggregation happen here."""
-
-    def __init__(self, engine: DeploymentHandle, config: dict):
-        from sdd_ray.specdec.engine import DecodeMetrics
-
-        self.cfg = ServeConfig.model_validate(config)
         self.engine = engine
-        self.model = self.cfg.served_name
         self.total = DecodeMetrics(requests=0)
-        self.errors = 0
-        self.started = time.time()
-
-    def _check_key(self, request: Request) -> None:
-        if not self.cfg.api_key:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.cfg.api_key.encode()):
-            raise RequestError(401, "missing or wrong API key (send `Authorization: Bearer <key>`)")
-
-    def _error(self, error: RequestError) -> JSONResponse:
-        self.errors += 1
-        return JSONResponse(error.body(), status_code=error.status)
 
     def _record(self, metrics: dict) -> None:
         from sdd_ray.specdec.engine import DecodeMetrics
 
         self.total = self.total.merge(DecodeMetrics.from_dict({**metrics, "requests": 1}))
 
-    async def _complete(self, request: Request, chat: bool):
-        try:
-            self._check_key(request)
-            cls = ChatCompletionRequest if chat else CompletionRequest
-            parsed = parse_request(cls, await request.body(), self.model, self.cfg.max_tokens_limit,
-                                   self.cfg.default_max_tokens)
-        except RequestError as error:
-            return self._error(error)
-        payload = {"max_tokens": parsed.max_tokens, "temperature": parsed.temperature, "top_p": parsed.top_p,
-                   "seed": parsed.seed}
-        if chat:
-            payload["messages"] = [m.model_dump() for m in parsed.messages]
-        else:
-            payload["prompt"] = parsed.prompt
-        request_id = new_id("chatcmpl" if chat else "cmpl")
-        if parsed.stream:
-            return await self._stream(payload, request_id, chat)
-        result = await self.engine.generate.remote(payload)
-        if "error" in result:
-            return self._error(RequestError(400, result["error"], "prompt"))
+    @staticmethod
+    def payload(job: Job) -> dict:
+        """What `SpeculativeEngine` takes: the prompt's ids and the sampling settings."""
+        return {"prompt_ids": job.prompt_ids, "max_tokens": job.max_tokens, "temperature": job.temperature,
+                "top_p": job.top_p, "seed": job.seed}
+
+    async def complete(self, job: Job) -> dict:
+        async with cancel_on_exit(self.engine.generate.remote(self.payload(job))) as response:
+            result = await response
         self._record(result["metrics"])
-        build = chat_body if chat else completion_body
-        return build(request_id, self.model, result["text"], result["finish_reason"], result["metrics"])
+        build = chat_body if job.chat else completion_body
+        return build(job.request_id, job.model, result["text"], result["finish_reason"], result["metrics"])
 
-    async def _stream(self, payload: dict, request_id: str, chat: bool):
-        events = self.engine.options(stream=True).stream.remote(payload)
-        first = await events.__anext__()
-        if "error" in first:
-            return self._error(RequestError(400, first["error"], "prompt"))
-
-        async def sse():
-            event, is_first = first, True
-            while True:
+    async def stream(self, job: Job) -> AsyncIterator[str]:
+        async with cancel_on_exit(self.engine.options(stream=True).stream.remote(self.payload(job))) as events:
+            first = True
+            async for event in events:
                 metrics = event.get("metrics")
                 if metrics is not None:
                     self._record(metrics)
-                yield stream_chunk(chat, request_id, self.model, event["text"], event.get("finish_reason"),
-                                   metrics, first=is_first)
-                is_first = False
-                if event.get("finish_reason"):
-                    break
-                event = await events.__anext__()
-            yield STREAM_DONE
+                yield stream_chunk(job.chat, job.request_id, job.model, event["text"], event.get("finish_reason"),
+                                   metrics, first=first)
+                first = False
+        yield STREAM_DONE
 
-        return StreamingResponse(sse(), media_type="text/event-stream")
-
-    @app.post("/v1/completions")
-    async def completions(self, request: Request):
-        return await self._complete(request, chat=False)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(self, request: Request):
-        return await self._complete(request, chat=True)
-
-    @app.get("/v1/models")
-    async def models(self, request: Request):
-        try:
-            self._check_key(request)
-        except RequestError as error:
-            return self._error(error)
-        return models_body(self.model)
-
-    @app.get("/metrics")
-    @app.get("/v1/metrics")
-    async def metrics(self, request: Request):
-        try:
-            self._check_key(request)
-        except RequestError as error:
-            return self._error(error)
-        return {"model": self.model, "engine": "hf", "k": self.cfg.k, "uptime_s": time.time() - self.started,
-                "errors": self.errors, "speculative": self.total.as_dict()}
+    async def speculative(self) -> dict:
+        return self.total.as_dict()
 
 
 def build_app(cfg: ServeConfig):
-    """The Serve application (not yet running): ingress bound to the engine deployment."""
+    """The Serve application (not yet running): the shared ingress bound to the engine deployment."""
     config = cfg.model_dump(mode="json")
     engine = SpeculativeEngine.options(
         num_replicas=cfg.replicas,
         max_ongoing_requests=cfg.max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.engine_num_cpus, "num_gpus": cfg.engine_num_gpus},
     ).bind(config)
-    return OpenAIIngress.options(ray_actor_options={"num_cpus": cfg.ingress_num_cpus}).bind(engine, config)
+    return bind_ingress(HFClient, engine, cfg)

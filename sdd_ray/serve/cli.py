@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import re
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -12,21 +12,68 @@ import typer
 from sdd_ray.cli_utils import console
 
 
-def resolve_api_key(value: str | None) -> str | None:
-    """`--api-key`: the name of a set environment variable (its value is used), or the key itself.
+def resolve_api_key(literal: str | None = None, env: str | None = None, file: Path | None = None) -> str | None:
+    """The key from exactly one of `--api-key KEY`, `--api-key-env NAME`, `--api-key-file PATH`; None if none is given.
 
-    A value shaped like a variable name (`SDD_API_KEY`) that is not set is an error rather than a
-    key, so a forgotten `export` does not silently make the variable's name the password.
+    Nothing is guessed: a literal is the key, never a variable's name. An empty key (an exported but
+    empty variable, an empty file) is an error rather than a server without authentication, and a
+    literal that is the name of a set variable is refused (the old `--api-key NAME` meant the variable).
     """
-    if not value:
-        return None
-    if value in os.environ:
-        return os.environ[value]
-    if re.fullmatch(r"[A-Z_][A-Z0-9_]*", value):
-        from sdd_ray.config import ConfigError
+    from sdd_ray.config import ConfigError
 
-        raise ConfigError(f"command line: api_key: environment variable {value} is not set")
-    return value
+    given = [flag for flag, value in (("--api-key", literal), ("--api-key-env", env), ("--api-key-file", file))
+             if value is not None]
+    if len(given) > 1:
+        raise ConfigError(f"command line: give one of {', '.join(given)}, not several")
+    if env is not None:
+        if env not in os.environ:
+            raise ConfigError(f"command line: --api-key-env: environment variable {env} is not set")
+        key, source = os.environ[env], f"environment variable {env}"
+    elif file is not None:
+        try:
+            key = Path(file).read_text(encoding="utf-8").strip()  # the file's trailing newline is not part of the key
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"command line: --api-key-file: cannot read {file}: {error}") from None
+        source = f"file {file}"
+    elif literal is not None:
+        if literal in os.environ:
+            raise ConfigError(f"command line: --api-key: {literal!r} is the name of an environment variable; "
+                              f"use --api-key-env {literal} to read the key from it")
+        key, source = literal, "--api-key"
+    else:
+        return None
+    if not key.strip():
+        raise ConfigError(f"command line: api_key: {source} is empty; an empty key would leave the server open")
+    return key
+
+
+def check_vocabularies(cfg) -> None:
+    """The draft must share the target's vocabulary; checked from the configs, before any engine starts."""
+    from sdd_ray.config import ConfigError
+    from sdd_ray.models import text_config
+
+    target, draft = text_config(cfg.target).vocab_size, text_config(cfg.draft).vocab_size
+    if target != draft:
+        raise ConfigError(f"draft {cfg.draft.path}: vocabulary of {draft} tokens differs from the target's {target} "
+                          f"({cfg.target.path}); speculative decoding needs a draft with the target's tokenizer")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail in one line when `host:port` cannot be bound here (taken, or not a local address).
+
+    Serve's proxy binds it later, after Ray and the models start; this turns its retries into one
+    error up front. The socket is closed at once: the port is checked, not reserved.
+    """
+    from sdd_ray.config import ConfigError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+            probe.bind(address)
+    except OSError as error:
+        raise ConfigError(f"command line: port: cannot listen on {host}:{port} ({error.strerror or error}); "
+                          "choose another --port or --host") from None
 
 
 def serve(
@@ -36,7 +83,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     api_key: Annotated[str | None, typer.Option(
-        help="Require `Authorization: Bearer KEY`; give the key or the name of an environment variable holding it.")] = None,
+        help="Require `Authorization: Bearer KEY` with this key (visible in `ps`: prefer --api-key-env or --api-key-file).")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Read the API key from this environment variable.")] = None,
+    api_key_file: Annotated[Path | None, typer.Option(help="Read the API key from this file (one line).")] = None,
     k: Annotated[int, typer.Option(help="Tokens proposed by the draft per step.")] = 4,
     engine: Annotated[str, typer.Option(help="hf (sdd_ray's decoder) or vllm (ray.serve.llm; vLLM's CUDA or CPU build).")] = "hf",
     model_name: Annotated[str | None, typer.Option(help="Model name clients use (default: target dir name).")] = None,
@@ -53,13 +102,21 @@ def serve(
 
     from ray import serve as ray_serve
 
-    from sdd_ray.cli_utils import model_spec, stage_config
+    from sdd_ray.cli_utils import NOT_CONFIG, model_spec, stage_config
     from sdd_ray.models import check_model_exists
     from sdd_ray.serve.config import ServeConfig
 
-    cfg = stage_config(ctx, ServeConfig, convert={"target": model_spec, "draft": model_spec, "api_key": resolve_api_key})
-    check_model_exists(cfg.target)  # a bad path fails here in one line, not after Ray and Serve start
+    cfg = stage_config(ctx, ServeConfig, convert={"target": model_spec, "draft": model_spec},
+                       skip=(*NOT_CONFIG, "api_key", "api_key_env", "api_key_file"))
+    key = resolve_api_key(api_key, api_key_env, api_key_file)
+    if key is not None:
+        cfg.api_key = key
+    # Each of these fails here in one line, not after Ray, Serve and the models start.
+    check_model_exists(cfg.target)
     check_model_exists(cfg.draft)
+    check_vocabularies(cfg)
+    if not os.environ.get("RAY_ADDRESS", "").startswith("ray://"):  # a Ray client's proxy is on another machine
+        check_port_free(cfg.host, cfg.port)
     url = start(cfg)
     console.print(f"serving {cfg.served_name!r} ({cfg.engine}, k={cfg.k}) on {url}/v1")
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sdd_ray.config import ModelSpec, StrictModel
 
@@ -25,10 +25,12 @@ class ServeConfig(StrictModel):
     """Bind address; loopback unless asked otherwise."""
     port: int = Field(8000, ge=1, le=65535)
     api_key: str | None = Field(None, repr=False)
-    """When set, every request must send `Authorization: Bearer <api_key>`."""
+    """When set, every request must send `Authorization: Bearer <api_key>`; an empty key is an error, not "no key"."""
     max_tokens_limit: int = Field(512, ge=1, le=32768)
     """Largest `max_tokens` a request may ask for."""
     default_max_tokens: int = Field(64, ge=1)
+    max_body_bytes: int = Field(2 << 20, ge=1024)
+    """Largest request body; a longer one is refused (413) before it is parsed or tokenized."""
     replicas: int = Field(1, ge=1, le=64)
     """Engine replicas (each holds a target and a draft)."""
     engine_num_cpus: float = Field(0.5, gt=0)
@@ -44,7 +46,7 @@ class ServeConfig(StrictModel):
     tensor_parallel_size: int = Field(1, ge=1)
     """vLLM engine only."""
     max_model_len: int | None = Field(None, gt=0)
-    """vLLM engine only: context length (default: the model's)."""
+    """Context length (default: the model's): vLLM allocates it; the ingress refuses longer requests for both engines."""
     device: Literal["auto", "cpu", "gpu"] = "auto"
     """vLLM engine only: `auto` is a GPU when `accelerator_type` is set or CUDA is visible, else vLLM's CPU build."""
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
@@ -54,6 +56,13 @@ class ServeConfig(StrictModel):
     verify_prompts: int = Field(3, ge=0, le=16)
     """vLLM engine only: prompts on which start-up checks that greedy output equals the target's own (0: off)."""
     verify_max_tokens: int = Field(32, ge=1)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_empty(cls, value):
+        if value is not None and not value.strip():
+            raise ValueError("the API key is empty (an empty variable or file would leave the server open)")
+        return value
 
     @model_validator(mode="after")
     def _default_within_limit(self):

@@ -1,9 +1,12 @@
 """The OpenAI-compatible wire format: request validation and response bodies, with no Ray or torch.
 
 Requests are checked here so that every bad request gets a 4xx with a reason in OpenAI's error
-shape (`{"error": {"message", "type", "param", "code"}}`) before any model work starts. Unknown
-OpenAI fields that do not change the output (`user`, `logprobs: null`, ...) are accepted and ignored;
-fields that would change it and are not supported (`n > 1`, `stop`) are refused rather than ignored.
+shape (`{"error": {"message", "type", "param", "code"}}`) before any model work starts. Fields that
+do not change the output (`user`, `logprobs: null`, ...) are accepted and ignored; fields that would
+change it and are not supported (`UNSUPPORTED`, `n > 1`, `stop`) are refused with a 400 naming the
+field rather than silently dropped. The body is bounded before it is trusted: JSON only (415),
+nesting at most `MAX_JSON_DEPTH` deep and numbers Python can hold (400); its size is bounded by the
+ingress while it is read (413).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ class RequestError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
 
     def body(self) -> dict:
-        kind = {401: "authentication_error", 404: "not_found_error"}.get(self.status, "invalid_request_error")
+        kind = {401: "authentication_error", 404: "not_found_error", 413: "request_too_large",
+                415: "unsupported_media_type"}.get(self.status, "invalid_request_error")
         return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
 
 
@@ -93,14 +97,83 @@ class ChatCompletionRequest(_Request):
         return value
 
 
-def parse_request(cls: type[_Request], raw: bytes, served_model: str, max_tokens_limit: int, default_max_tokens: int):
-    """A validated request, or `RequestError` (400 malformed/invalid, 404 unknown model)."""
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects a request may have (a chat request needs 4)."""
+
+UNSUPPORTED = {
+    "logprobs": (None, False, 0),
+    "top_logprobs": (None, 0),
+    "echo": (None, False),
+    "best_of": (None, 1),
+    "presence_penalty": (None, 0),
+    "frequency_penalty": (None, 0),
+    "logit_bias": (None, {}),
+    "suffix": (None, ""),
+    "response_format": (None, {"type": "text"}),
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "prediction": (None,),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+}
+"""OpenAI fields this server does not implement -> the values that leave the output unchanged (accepted)."""
+
+
+def check_content_type(content_type: str | None) -> None:
+    """415 unless the body is declared JSON: a browser's CORS "simple" request (text/plain, forms) cannot be."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise RequestError(415, f"Content-Type must be application/json, got {content_type or 'none'!r}")
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(value, limit: int) -> int:
+    """Nesting depth of parsed JSON, counted without recursion and stopping once past `limit`."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= limit:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def load_json(raw: bytes):
+    """The parsed body, or a 400 for text that is not JSON, nests too deep, or holds what Python or a tokenizer refuses."""
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        data = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise RequestError(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError, NaN, integers of over 4,300 digits
         raise RequestError(400, f"request body is not valid JSON: {error}") from None
+    if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise RequestError(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:  # `\ud800` escapes decode to lone surrogates, which no tokenizer can encode
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(400, "request body holds a lone UTF-16 surrogate (\\ud800-\\udfff), not text") from None
+    return data
+
+
+def _refuse_unsupported(data: dict) -> None:
+    for field, neutral in UNSUPPORTED.items():
+        if field in data and data[field] not in neutral:
+            raise RequestError(400, f"{field} is not supported by this server; remove it from the request", field,
+                               "unsupported_parameter")
+
+
+def parse_request(cls: type[_Request], raw: bytes, served_model: str, max_tokens_limit: int, default_max_tokens: int):
+    """A validated request, or `RequestError` (400 malformed/invalid/unsupported, 404 unknown model)."""
+    data = load_json(raw)
     if not isinstance(data, dict):
         raise RequestError(400, "request body must be a JSON object")
+    _refuse_unsupported(data)
     try:
         request = cls.model_validate(data)
     except ValidationError as error:
@@ -111,11 +184,12 @@ def parse_request(cls: type[_Request], raw: bytes, served_model: str, max_tokens
     if request.model != served_model:
         raise RequestError(404, f"model {request.model!r} does not exist; this server serves {served_model!r}",
                            "model", "model_not_found")
-    limit = getattr(request, "max_completion_tokens", None) or request.max_tokens
+    field = "max_completion_tokens" if getattr(request, "max_completion_tokens", None) is not None else "max_tokens"
+    limit = getattr(request, field)
     if limit is None:
         limit = default_max_tokens
     if not 1 <= limit <= max_tokens_limit:
-        raise RequestError(400, f"max_tokens must be between 1 and {max_tokens_limit}, got {limit}", "max_tokens")
+        raise RequestError(400, f"{field} must be between 1 and {max_tokens_limit}, got {limit}", field)
     request.max_tokens = limit
     return request
 

@@ -2,9 +2,8 @@
 
 vLLM does what `SpeculativeEngine` does, with paged KV caches and continuous batching: the draft
 runs inside the target's engine (`speculative_config` with `method: draft_model`). The engine is
-`ray.serve.llm`'s `LLMServer` deployment built from one `LLMConfig`; in front of it sits
-`VLLMIngress` (`sdd_ray.serve.vllm_deployments`), ray.serve.llm's `OpenAiIngress` with sdd_ray's
-request validation, API key and `/metrics`, so that both engines answer bad input and report
+`ray.serve.llm`'s `LLMServer` deployment built from one `LLMConfig`; in front of it sits the
+ingress both engines share (`sdd_ray.serve.ingress`), so that both answer bad input and report
 acceptance the same way.
 
 The configuration is plain dicts in `ray.serve.llm`'s schema (`LLMConfig`), built here without
@@ -58,16 +57,6 @@ def llm_config(cfg: ServeConfig) -> dict:
     return config
 
 
-def serving_args(cfg: ServeConfig) -> dict:
-    """`ray.serve.llm.LLMServingArgs`, as a dict, with sdd_ray's ingress."""
-    return {
-        "llm_configs": [llm_config(cfg)],
-        "ingress_cls_config": {"ingress_cls": "sdd_ray.serve.vllm_deployments:VLLMIngress",
-                               "ingress_extra_kwargs": {"config": cfg.model_dump(mode="json")}},
-        "ingress_deployment_config": {"ray_actor_options": {"num_cpus": cfg.ingress_num_cpus}},
-    }
-
-
 def build_vllm_app(cfg: ServeConfig):
     """The Serve application: ray.serve.llm's LLMServer (vLLM) behind sdd_ray's OpenAI ingress."""
     try:
@@ -76,4 +65,4 @@ def build_vllm_app(cfg: ServeConfig):
         raise VLLMUnavailableError(
             f"--engine vllm needs vLLM on the cluster (`make setup` installs it; `pip install 'sdd_ray[gpu]'` on GPU nodes): {error}"
         ) from None
-    return build_app(serving_args(cfg))
+    return build_app(cfg, llm_config(cfg))

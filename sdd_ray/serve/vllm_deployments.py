@@ -2,27 +2,41 @@
 
 - `SpeculativeLLMServer`: ray.serve.llm's `LLMServer` (a vLLM `AsyncLLM` with the draft inside) plus
   one method, `speculative_counters`, that reads vLLM's spec-decoding counters in the replica.
-- `VLLMIngress`: ray.serve.llm's `OpenAiIngress` with the own engine's front: every request is
-  checked by `protocol.parse_request` and the API key before vLLM sees it, so both engines give the
-  same 4xx answers; prompts are tokenized as the own engine does (`encode_prompt`: no second BOS)
-  and sent to vLLM as token ids; `/metrics` reports the same quantities as the own engine.
+- `VLLMClient`: the shared ingress's (`serve.ingress`) side of that server, so both engines give the
+  same 4xx answers, tokenize prompts the same way (completions reach vLLM as token ids) and report
+  the same `/metrics`.
+
+Only Ray's public, stable names are used (`PUBLIC_RAY_NAMES`; `tests/test_serve.py` fails loudly
+when one moves): `LLMConfig`, `build_llm_deployment`, `LLMServer` and its `completions`/`chat`
+methods, and the request models of `ray.serve.llm.openai_api_models`. `build_openai_app` is not used:
+its ingress (`OpenAiIngress`) can only be extended through private methods
+(`_process_llm_request`, `_default_serve_handles`, `to_model_metadata`), and the front here needs
+its own routes (`/metrics`) and checks in front of every one.
+
+Cancellation: when the client leaves, `VLLMClient` cancels its handle call; Serve cancels the
+`LLMServer` method, and vLLM's `AsyncLLM.generate` aborts the request on that cancellation.
 """
 
 from __future__ import annotations
 
-import hmac
-import time
+from collections.abc import AsyncIterator
 
-from fastapi import Request
-from fastapi.responses import JSONResponse
-from ray import serve
-from ray.serve.llm import LLMConfig, LLMServer, LLMServingArgs, build_llm_deployment
-from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
+from ray.serve.llm import LLMConfig, LLMServer, build_llm_deployment
 from ray.serve.llm.openai_api_models import ChatCompletionRequest as VLLMChatRequest
 from ray.serve.llm.openai_api_models import CompletionRequest as VLLMCompletionRequest
 
 from sdd_ray.serve.config import ServeConfig
-from sdd_ray.serve.protocol import ChatCompletionRequest, CompletionRequest, RequestError, models_body, parse_request
+from sdd_ray.serve.ingress import Job, bind_ingress, cancel_on_exit
+from sdd_ray.serve.protocol import STREAM_DONE, RequestError
+
+PUBLIC_RAY_NAMES = {
+    "ray.serve.llm": ("LLMConfig", "LLMServer", "build_llm_deployment"),
+    "ray.serve.llm.openai_api_models": ("ChatCompletionRequest", "CompletionRequest"),
+    "ray.serve.llm.deployment": ("LLMServer",),
+}
+"""Every Ray name this module relies on, by its public module (each marked `@PublicAPI(stability="stable")`)."""
+LLM_SERVER_METHODS = ("completions", "chat")
+"""The `LLMServer` methods called through the deployment handle."""
 
 # vLLM's counters (vllm/v1/spec_decode/metrics.py, vllm/v1/metrics/loggers.py) -> DecodeMetrics fields.
 VLLM_COUNTERS = {
@@ -61,117 +75,69 @@ class SpeculativeLLMServer(LLMServer):
         return totals
 
 
-class VLLMIngress(OpenAiIngress):
-    """OpenAI routes over vLLM, validated, keyed and measured as the own engine's `OpenAIIngress`."""
+def _sse(item) -> str:
+    """An `LLMServer` stream item (an SSE string, a response model, or a batch of them) as SSE text."""
+    if isinstance(item, list):
+        return "".join(_sse(part) for part in item)
+    if isinstance(item, str):
+        return item
+    return f"data: {item.model_dump_json()}\n\n"
 
-    def __init__(self, llm_deployments, model_cards, *, lora_paths=None, config: dict):
-        from transformers import AutoConfig
 
-        from sdd_ray.models import load_tokenizer
+def _raise_if_error(item) -> None:
+    """vLLM's `ErrorResponse` (first item of a refused request) as the client's `RequestError`."""
+    first = item[0] if isinstance(item, list) and item else item
+    error = getattr(first, "error", None)
+    if error is not None and hasattr(error, "code"):
+        raise RequestError(int(error.code), error.message)
 
-        super().__init__(llm_deployments, model_cards, lora_paths=lora_paths)
-        self.cfg = ServeConfig.model_validate(config)
-        self.model = self.cfg.served_name
-        self.tokenizer = load_tokenizer(self.cfg.target)
-        model_config = AutoConfig.from_pretrained(self.cfg.target.path, revision=self.cfg.target.revision,
-                                                  trust_remote_code=self.cfg.target.trust_remote_code)
-        self.context_length = self.cfg.max_model_len or getattr(model_config, "max_position_embeddings", None)
-        self.errors = 0
-        self.started = time.time()
 
-    def _check_key(self, request: Request) -> None:
-        if not self.cfg.api_key:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.cfg.api_key.encode()):
-            raise RequestError(401, "missing or wrong API key (send `Authorization: Bearer <key>`)")
+class VLLMClient:
+    """The shared ingress's side of `SpeculativeLLMServer`: the request as ray.serve.llm's models, the answer as is."""
 
-    def _error(self, error: RequestError) -> JSONResponse:
-        self.errors += 1
-        return JSONResponse(error.body(), status_code=error.status)
+    name = "vllm"
 
-    def _prompt_ids(self, prompt: str, max_tokens: int) -> list[int]:
-        """Token ids as the own engine makes them, or the own engine's 400 for an empty or too long prompt."""
-        from sdd_ray.prompts import encode_prompt
+    def __init__(self, engine, cfg: ServeConfig):
+        self.engine = engine
+        self.streaming = engine.options(stream=True)
 
-        ids = encode_prompt(self.tokenizer, prompt)
-        if not ids:
-            raise RequestError(400, "the prompt has no tokens", "prompt")
-        if self.context_length and len(ids) + max_tokens > self.context_length:
-            raise RequestError(400, f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the "
-                                    f"context length ({self.context_length})", "prompt")
-        return ids
+    def _call(self, job: Job):
+        common = {"model": job.model, "max_tokens": job.max_tokens, "temperature": job.temperature,
+                  "top_p": job.top_p, "seed": job.seed, "stream": job.stream}
+        if job.stream:
+            common["stream_options"] = {"include_usage": True}
+        if job.chat:  # vLLM renders the same chat template; the ingress has already checked its length
+            return self.streaming.chat.remote(VLLMChatRequest(messages=job.messages, **common))
+        return self.streaming.completions.remote(VLLMCompletionRequest(prompt=job.prompt_ids, **common))
 
-    async def _forward(self, request: Request, chat: bool):
-        from sdd_ray.serve.app import render_messages
+    async def complete(self, job: Job) -> dict:
+        async with cancel_on_exit(self._call(job)) as items:
+            response = await anext(items)
+        _raise_if_error(response)
+        return response.model_dump()
 
-        try:
-            self._check_key(request)
-            cls = ChatCompletionRequest if chat else CompletionRequest
-            parsed = parse_request(cls, await request.body(), self.model, self.cfg.max_tokens_limit,
-                                   self.cfg.default_max_tokens)
-            common = {"model": self.model, "max_tokens": parsed.max_tokens, "temperature": parsed.temperature,
-                      "top_p": parsed.top_p, "seed": parsed.seed, "stream": parsed.stream}
-            if parsed.stream:
-                common["stream_options"] = {"include_usage": True}
-            if chat:
-                messages = [m.model_dump() for m in parsed.messages]
-                self._prompt_ids(render_messages(self.tokenizer, messages), parsed.max_tokens)
-                body = VLLMChatRequest(messages=messages, **common)
-            else:
-                body = VLLMCompletionRequest(prompt=self._prompt_ids(parsed.prompt, parsed.max_tokens), **common)
-        except RequestError as error:
-            return self._error(error)
-        return await self._process_llm_request(body, call_method="chat" if chat else "completions", raw_request=request)
+    async def stream(self, job: Job) -> AsyncIterator[str]:
+        done = False
+        async with cancel_on_exit(self._call(job)) as items:
+            async for item in items:
+                _raise_if_error(item)
+                text = _sse(item)
+                done = done or text.rstrip().endswith("data: [DONE]")
+                yield text
+        if not done:
+            yield STREAM_DONE
 
-    async def completions(self, request: Request):
-        return await self._forward(request, chat=False)
-
-    async def chat(self, request: Request):
-        return await self._forward(request, chat=True)
-
-    async def models(self, request: Request):
-        try:
-            self._check_key(request)
-        except RequestError as error:
-            return self._error(error)
-        return models_body(self.model)
-
-    async def metrics(self, request: Request):
-        """The own engine's `/metrics` shape, from vLLM's counters (one engine replica's, the one the call reaches)."""
+    async def speculative(self) -> dict:
+        """The own engine's counters, from vLLM's (one engine replica's, the one the call reaches)."""
         from sdd_ray.specdec.engine import DecodeMetrics
 
-        try:
-            self._check_key(request)
-        except RequestError as error:
-            return self._error(error)
-        counters = await self._default_serve_handles[self.model].speculative_counters.remote()
+        counters = await self.engine.speculative_counters.remote()
         speculative = DecodeMetrics.from_dict(counters).as_dict()
-        return {"model": self.model, "engine": "vllm", "k": self.cfg.k, "uptime_s": time.time() - self.started,
-                "errors": self.errors, "speculative": {key: speculative[key] for key in MEASURED_BY_VLLM}}
+        return {key: speculative[key] for key in MEASURED_BY_VLLM}
 
 
-ENDPOINTS = {
-    "models": lambda app: app.get("/v1/models"),
-    "completions": lambda app: app.post("/v1/completions"),
-    "chat": lambda app: app.post("/v1/chat/completions"),
-    "metrics": lambda app: lambda method: app.get("/metrics")(app.get("/v1/metrics")(method)),
-}
-
-
-def build_app(serving_args: dict):
-    """`ray.serve.llm.build_openai_app`'s wiring, with sdd_ray's server and ingress classes and their routes.
-
-    `build_openai_app` routes only ray.serve.llm's own endpoint list; `/metrics` needs this one.
-    """
-    from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata
-
-    args = LLMServingArgs.model_validate(serving_args)
-    configs: list[LLMConfig] = args.llm_configs
-    deployments = {c.model_id: build_llm_deployment(c, deployment_cls=SpeculativeLLMServer) for c in configs}
-    cards = {c.model_id: to_model_metadata(c.model_id, c) for c in configs}
-    ingress = make_fastapi_ingress(VLLMIngress, endpoint_map=ENDPOINTS)
-    options = {**VLLMIngress.get_deployment_options(configs), **args.ingress_deployment_config}
-    return serve.deployment(ingress, **options).bind(
-        llm_deployments=deployments, model_cards=cards, **args.ingress_cls_config.ingress_extra_kwargs
-    )
+def build_app(cfg: ServeConfig, llm_config: dict):
+    """ray.serve.llm's engine deployment for `llm_config`, behind the shared ingress."""
+    config = LLMConfig.model_validate(llm_config)
+    engine = build_llm_deployment(config, deployment_cls=SpeculativeLLMServer)
+    return bind_ingress(VLLMClient, engine, cfg)
