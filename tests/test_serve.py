@@ -163,7 +163,6 @@ def client(server):
         yield c
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)  # Serve start-up is most of it; slow on a loaded 2-core machine
 def test_serve_app_over_http(client, server):
     import httpx
