@@ -50,16 +50,16 @@ app.command()(convert)
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `sdd-ray` and of every `jobs/<stage>.py` (`argv`: the command and its flags; default `sys.argv`).
 
-    Configuration and input errors become one clear message and exit code 2, a failed teacher exit code 1.
+    User errors (configs, inputs, checkpoints) become one clear message and exit code 2, a failed teacher exit code 1.
     """
-    from sdd_ray.config import ConfigError
+    from sdd_ray.config import UserError
     from sdd_ray.convert import ConversionError
     from sdd_ray.distill.failures import TeacherFailureError
     from sdd_ray.models import ModelNotFoundError
 
     try:
         app(args=argv)
-    except (ConfigError, ConversionError, ModelNotFoundError) as error:
+    except (UserError, ConversionError, ModelNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except TeacherFailureError as error:

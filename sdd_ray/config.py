@@ -16,7 +16,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 
-class ConfigError(ValueError):
+class UserError(ValueError):
+    """A problem with what the user gave (a config, an input, a checkpoint): one line naming it; the CLI exits 2."""
+
+
+class ConfigError(UserError):
     """A configuration problem, already phrased as `source: field: reason` lines."""
 
 

@@ -11,7 +11,7 @@ Three ideas, shared by every stage and by the pipeline's cache:
 - a *resource check*: workers x resources per worker against what the Ray cluster has in all, so a
   job that can never be scheduled fails with the numbers instead of waiting forever.
 
-Every refusal is an `InputError` (a `ConfigError`): the CLI prints it as one line and exits 2.
+Every refusal is an `InputError` (a `UserError`): the CLI prints it as one line and exits 2.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import json
 import shutil
 from pathlib import Path
 
-from sdd_ray.config import ConfigError
+from sdd_ray.config import UserError
 
 SMALL_FILE = 64 * 2**20
 """Files up to this size are fingerprinted by content (sha256); larger ones by size + mtime."""
@@ -29,7 +29,7 @@ STAGE_MARKER = ".sdd-ray-stage.json"
 """Written into a stage's output folder when the stage claims it: its stage name and settings."""
 
 
-class InputError(ConfigError):
+class InputError(UserError):
     """An input that cannot be used or an output that would destroy something; one line."""
 
 
