@@ -28,9 +28,11 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/sdd-ray run configs/demo.yaml --out runs/demo
 
-# pyflakes, import order, pyupgrade (pyproject.toml [tool.ruff]); checks only, never reformats
+# pyflakes, import order, pyupgrade (pyproject.toml [tool.ruff]); checks only, never reformats. Then the layers
+# (pyproject.toml [tool.importlinter]): shared < toy < stages < serve < pipeline < cli, every module placed.
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 # The SmolLM2 pair the vLLM tests load, made once from the GGUF that `make setup` installs.
 SMOLLM2 := runs/test-vllm/smollm2-135m
@@ -43,11 +45,12 @@ $(PRUNED_SMOLLM2)/config.json: | setup
 	$(BIN)/sdd-ray prune --model smollm2-135m --block-size 6 --calib openai/gsm8k:main --text-field question \
 		--num-samples 64 --num-workers 0 --out $(PRUNED_SMOLLM2)
 
+# Everything: a bare `pytest` runs only the fast tier; --runslow adds the tests that start Ray or a vLLM engine.
 test: setup $(TEST_MODELS)
-	$(TEST_ENV) $(BIN)/pytest -q tests
+	$(TEST_ENV) $(BIN)/pytest -q --runslow tests
 
-test-fast: setup  # neither the slow end-to-end tests nor the real vLLM engines (minutes each)
-	$(BIN)/pytest -q -m "not slow and not vllm" tests
+test-fast: setup  # what a bare `pytest` runs: neither Ray nor real vLLM engines (tests/conftest.py sorts them)
+	$(BIN)/pytest -q tests
 
 teacher: setup
 	$(BIN)/python jobs/train_toy_teacher.py --out sdd_ray/toy/teacher
@@ -56,7 +59,7 @@ teacher: setup
 # ray.data.llm on the toy teacher, a pruned SmolLM2 in vLLM giving transformers' greedy tokens, and
 # `serve --engine vllm` with SmolLM2 (float32) as target and its pruned copy as draft.
 test-vllm: setup $(TEST_MODELS)
-	$(TEST_ENV) $(BIN)/pytest -q -m vllm tests
+	$(TEST_ENV) $(BIN)/pytest -q --runslow -m "engine or needs_vllm" tests
 
 clean:
 	rm -rf $(VENV) .venv-vllm runs .pytest_cache  # .venv-vllm: the separate vLLM venv of earlier versions

@@ -26,138 +26,35 @@ import os
 import platform
 import re
 import shlex
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections import Counter
 from pathlib import Path
+
+from sdd_ray.testing.cluster import LocalCluster
+from sdd_ray.testing.distill_rows import check_output, write_input
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "distill_scale.json"
 NODES_RESULTS = REPO / "benchmarks" / "results" / "distill_nodes.json"
 PLOT = REPO / "docs" / "img" / "distill_scale.png"
-BAD_KINDS = ("not_json", "missing_field", "duplicate_id", "over_context")
+# Ray starts workers at nice 15: on a shared machine anything else would take their CPU
+CLUSTER_ENV = {"RAY_worker_niceness": os.environ.get("RAY_worker_niceness", "0")}
 
 
-# --- input ------------------------------------------------------------------------------------------
-
-def bad_rows(valid: list[dict], per_kind: int) -> dict[str, list[str]]:
-    """JSONL lines that must be rejected, by kind; duplicates copy valid rows' ids."""
-    long_text = " ".join(["the cat saw the dog"] * 200)  # ~1000 toy tokens: over the toy teacher's 512
-    return {
-        "not_json": [f'{{"id": "broken-{i}", "instruction": "cut off' for i in range(per_kind)],
-        "missing_field": [json.dumps({"id": f"noresp-{i}", "task": "instruct", "instruction": f"say {i}"})
-                          for i in range(per_kind)],
-        "duplicate_id": [json.dumps({**valid[i * 7], "response": "a different answer"}) for i in range(per_kind)],
-        "over_context": [json.dumps({"id": f"long-{i}", "task": "instruct", "kind": "general",
-                                     "instruction": f"{i}: {long_text}", "input": "", "response": "ok"})
-                         for i in range(per_kind)],
-    }
-
-
-def write_input(path: Path, rows: int, per_kind: int) -> dict:
-    """Valid toy rows with the bad ones spread through the file; returns what the output must hold."""
-    from sdd_ray.toy.sources import toy_records
-
-    valid = toy_records("toy:all", rows)
-    bad = bad_rows(valid, per_kind)
-    lines = [json.dumps(row) for row in valid]
-    step = max(1, len(lines) // (per_kind * len(BAD_KINDS) + 1))
-    for n, line in enumerate(line for kind in BAD_KINDS for line in bad[kind]):
-        lines.insert((n + 1) * step + n, line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return {"valid_ids": [row["id"] for row in valid], "lines": len(lines),
-            "bad": {kind: len(bad[kind]) for kind in BAD_KINDS}}
-
-
-# --- the cluster and the job ------------------------------------------------------------------------
-
-def free_port_block(first: int = 28300) -> int:
-    for base in range(first, 40000, 1000):
-        try:
-            for port in (base, base + 1, base + 2):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free block of ports for the local cluster")
-
-
-class LocalCluster:
-    """`cluster/local_cluster.sh` with a private port block and temp dir; `stop` ends only its processes."""
-
-    def __init__(self, head_cpus: int = 1, worker_cpus: int = 1):
-        self.base = free_port_block()
-        self.temp_dir = tempfile.mkdtemp(prefix="sdds", dir="/tmp")
-        self.env = {**os.environ, "BASE_PORT": str(self.base), "RAY_TEMP_DIR": self.temp_dir,
-                    "HEAD_CPUS": str(head_cpus), "WORKER_CPUS": str(worker_cpus),
-                    "RAY": str(Path(sys.executable).parent / "ray"),
-                    # Ray starts workers at nice 15: on a shared machine anything else would take their CPU
-                    "RAY_worker_niceness": os.environ.get("RAY_worker_niceness", "0")}
-        self.script = str(REPO / "cluster" / "local_cluster.sh")
-
-    def __enter__(self):
-        for _ in range(2):  # a node has 30 s to register; a busy machine can miss that once
-            started = subprocess.run([self.script, "start"], env=self.env, capture_output=True, text=True, timeout=600)
-            if started.returncode == 0:
-                break
-            self.stop()
-        if started.returncode != 0:
-            raise RuntimeError(f"local cluster did not start:\n{started.stdout[-2000:]}{started.stderr[-2000:]}")
-        from ray.job_submission import JobSubmissionClient
-
-        self.client = JobSubmissionClient(f"http://127.0.0.1:{self.base + 1}")
-        return self
-
-    def stop(self):
-        subprocess.run([self.script, "stop"], env=self.env, capture_output=True, timeout=300)
-
-    def __exit__(self, *exc):
-        self.stop()
-        import shutil
-
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-    def spilled_mib(self) -> float:
-        """Object-store bytes spilled to disk so far, over all nodes (`ray memory --stats-only`)."""
-        shown = subprocess.run([self.env["RAY"], "memory", "--stats-only", f"--address=127.0.0.1:{self.base}"],
-                               env=self.env, capture_output=True, text=True, timeout=120).stdout
-        return sum(float(m) for m in re.findall(r"Spilled (\d+(?:\.\d+)?) MiB", shown))
-
-    def processes(self):
-        """The cluster's processes: those naming its temp dir, and their descendants."""
-        import psutil
-
-        roots = []
-        for proc in psutil.process_iter(["cmdline"]):
-            if any(self.temp_dir in part for part in proc.info["cmdline"] or ()):
-                roots.append(proc)
-        seen = {}
-        for root in roots:
-            for proc in [root, *_children(root)]:
-                seen[proc.pid] = proc
-        return list(seen.values())
-
-
-def _children(proc):
-    import psutil
-
-    try:
-        return proc.children(recursive=True)
-    except psutil.Error:
-        return []
-
+# --- the job ----------------------------------------------------------------------------------------
 
 def entrypoint(input_path: Path, out: Path, config: Path) -> str:
-    return (f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} jobs/distill.py --teacher toy-teacher "
-            f"--data {shlex.quote(str(input_path))} --out {shlex.quote(str(out))} --config {shlex.quote(str(config))}")
+    return (f"{shlex.quote(sys.executable)} jobs/distill.py --teacher toy-teacher --data {shlex.quote(str(input_path))} "
+            f"--out {shlex.quote(str(out))} --config {shlex.quote(str(config))}")
+
+
+def spilled_mib(cluster: LocalCluster) -> float:
+    """Object-store bytes spilled to disk so far, over all nodes (`ray memory --stats-only`)."""
+    shown = subprocess.run([cluster.env["RAY"], "memory", "--stats-only", f"--address={cluster.gcs_address}"],
+                           env=cluster.env, capture_output=True, text=True, timeout=120).stdout
+    return sum(float(m) for m in re.findall(r"Spilled (\d+(?:\.\d+)?) MiB", shown))
 
 
 # --- sampling ---------------------------------------------------------------------------------------
@@ -247,64 +144,10 @@ def wait_until(predicate, timeout: float, what: str, client, job: str, poll: flo
         time.sleep(poll)
 
 
-def finished(client, job: str, timeout: float) -> str:
-    from ray.job_submission import JobStatus
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = client.get_job_status(job)
-        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-            return str(status)
-        time.sleep(1)
-    client.stop_job(job)
-    raise RuntimeError(f"job {job} did not finish in {timeout} s")
-
-
 def rows_received(logs: str) -> int:
     """The driver's last progress-bar count (`distill: 12345row`): rows that reached it before the stop."""
     counts = re.findall(r"distill: (\d+)row", logs)
     return int(counts[-1]) if counts else 0
-
-
-def kill_one_actor(cluster: LocalCluster) -> int:
-    for proc in cluster.processes():
-        try:
-            if role(proc.cmdline()) == "actor":
-                os.kill(proc.pid, signal.SIGKILL)
-                return proc.pid
-        except OSError:
-            continue
-    raise RuntimeError("no generation actor to kill")
-
-
-# --- the check over the output ----------------------------------------------------------------------
-
-def check_output(out: Path, expected: dict) -> dict:
-    """Every input line accounted for exactly once: valid ids in the Parquet shards, the rest rejected."""
-    import pyarrow.parquet as pq
-
-    kept = Counter(pq.read_table(out / "data", columns=["id"]).column("id").to_pylist())
-    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
-    valid = set(expected["valid_ids"])
-    reasons = Counter(_reason_kind(r["reason"]) for r in rejected)
-    lost = valid - set(kept) - {r["id"] for r in rejected if not r["reason"].startswith("duplicate id")}
-    return {
-        "rows_in": expected["lines"], "rows_out": sum(kept.values()), "rows_rejected": len(rejected),
-        "kept_twice": sorted(i for i, n in kept.items() if n > 1)[:10],
-        "kept_not_in_input": sorted(set(kept) - valid)[:10],
-        "valid_lost": sorted(lost)[:10],
-        "rejected_by_reason": dict(reasons),
-        "every_row_exactly_once": (sum(kept.values()) + len(rejected) == expected["lines"]
-                                   and all(n == 1 for n in kept.values()) and not lost and set(kept) <= valid),
-    }
-
-
-def _reason_kind(reason: str) -> str:
-    for prefix, kind in (("not valid JSON", "not_json"), ("missing field", "missing_field"),
-                         ("duplicate id", "duplicate_id"), ("prompt too long", "over_context")):
-        if reason.startswith(prefix):
-            return kind
-    return reason.split(":")[0]
 
 
 # --- figures ----------------------------------------------------------------------------------------
@@ -398,13 +241,12 @@ def run_scale(args) -> dict:
                                   "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
                                   "shard_rows": args.shard_rows}))
     command = entrypoint(input_path, out, config)
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}}
-    with LocalCluster() as cluster:
+    with LocalCluster(env=CLUSTER_ENV) as cluster:
         client = cluster.client
         sampler = Sampler(cluster, out, args.interval)
         sampler.start()
         runs = []
-        job = client.submit_job(entrypoint=command, runtime_env=env)
+        job = cluster.submit(command)
         sampler.mark("job 1 submitted")
         total = expected["lines"]
         wait_until(lambda: committed(out, sampler.cache)[0] > 0, args.timeout, "first shard", client, job)
@@ -413,13 +255,13 @@ def run_scale(args) -> dict:
                    client, job)
         client.stop_job(job)
         sampler.mark("job 1 stopped")
-        status = finished(client, job, 300)
+        status = cluster.wait(job, 300)
         logs = client.get_job_logs(job)
         at_stop = committed(out, sampler.cache)[0]
         runs.append({"job": job, "status": status, "rows_committed_at_stop": at_stop,
-                     "rows_received_by_driver": rows_received(logs), "spilled_mib": cluster.spilled_mib()})
+                     "rows_received_by_driver": rows_received(logs), "spilled_mib": spilled_mib(cluster)})
 
-        job = client.submit_job(entrypoint=command, runtime_env=env)
+        job = cluster.submit(command)
         sampler.mark("job 2 submitted")
         wait_until(lambda: committed(out, sampler.cache)[0] > at_stop, args.timeout, "first resumed shard",
                    client, job)
@@ -428,12 +270,12 @@ def run_scale(args) -> dict:
         if args.kill_at < 1:
             wait_until(lambda: committed(out, sampler.cache)[0] >= args.kill_at * total, args.timeout, "kill point",
                        client, job)
-            killed = kill_one_actor(cluster)
+            killed = cluster.kill_one("HFRewriter")
             sampler.mark("actor killed", pid=killed)
-        status = finished(client, job, args.timeout)
+        status = cluster.wait(job, args.timeout)
         sampler.mark("job 2 finished")
         logs = client.get_job_logs(job)
-        runs.append({"job": job, "status": status, "spilled_mib": cluster.spilled_mib(),
+        runs.append({"job": job, "status": status, "spilled_mib": spilled_mib(cluster),
                      "log_tail": logs[-1500:] if status != "SUCCEEDED" else ""})
         sampler.halt()
     stats = json.loads((out / "stats.json").read_text())
@@ -498,15 +340,14 @@ def node_scaling(args) -> dict:
     write_input(input_path, args.rows, 0)
     order = [1, 2, 2, 1] * args.repeats
     runs = []
-    with LocalCluster() as cluster:
+    with LocalCluster(env=CLUSTER_ENV) as cluster:
         for n, workers in enumerate(order[: 2 * args.repeats]):
             out, config = work / f"out-{n}-{workers}w", work / f"distill-{n}.yaml"
             config.write_text(json.dumps({"num_workers": workers, "cpus_per_worker": 0.75, "torch_threads": 1,
                                           "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
                                           "shard_rows": args.shard_rows, "progress": False}))
-            job = cluster.client.submit_job(entrypoint=entrypoint(input_path, out, config),
-                                            runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-            status = finished(cluster.client, job, args.timeout)
+            job = cluster.submit(entrypoint(input_path, out, config))
+            status = cluster.wait(job, args.timeout)
             if status != "SUCCEEDED":
                 raise RuntimeError(f"job {job} {status}:\n{cluster.client.get_job_logs(job)[-3000:]}")
             stats = json.loads((out / "stats.json").read_text())

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     import os
 
-    from sdd_ray.config import ConfigError
+    from sdd_ray.config import UserError
     from sdd_ray.convert import ConversionError
     from sdd_ray.distill.failures import TeacherFailureError
     from sdd_ray.guards import release_outs
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     _stop_on_sigterm()
     try:
         app(args=argv)
-    except (ConfigError, ConversionError, ModelNotFoundError) as error:
+    except (UserError, ConversionError, ModelNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except TeacherFailureError as error:

@@ -15,9 +15,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-
-class ConfigError(ValueError):
-    """A configuration problem, already phrased as `source: field: reason` lines."""
+from sdd_ray.errors import ConfigError, UserError  # noqa: F401  (re-exported: the config layer's errors)
 
 
 class StrictModel(BaseModel):

@@ -13,7 +13,7 @@ Three ideas, shared by every stage and by the pipeline's cache:
 - a *resource check*: workers x resources per worker against what the Ray cluster has in all, so a
   job that can never be scheduled fails with the numbers instead of waiting forever.
 
-Every refusal is an `InputError` (a `ConfigError`): the CLI prints it as one line and exits 2.
+Every refusal is an `InputError` (a `UserError`): the CLI prints it as one line and exits 2.
 """
 
 from __future__ import annotations
@@ -25,16 +25,11 @@ import os
 import shutil
 from pathlib import Path
 
-from sdd_ray.config import ConfigError
+from sdd_ray.errors import InputError, UserError  # noqa: F401  (InputError is raised here and re-exported)
+from sdd_ray.io import STAGE_MARKER
 
 SMALL_FILE = 64 * 2**20
 """Files up to this size are fingerprinted by content (sha256); larger ones by size + mtime."""
-STAGE_MARKER = ".sdd-ray-stage.json"
-"""Written into a stage's output folder when the stage claims it: its stage name and settings."""
-
-
-class InputError(ConfigError):
-    """An input that cannot be used or an output that would destroy something; one line."""
 
 
 def _file_fingerprint(path: Path) -> str:

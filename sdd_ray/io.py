@@ -17,7 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sdd_ray.config import ConfigError
+from sdd_ray.errors import ConfigError
+
+STAGE_MARKER = ".sdd-ray-stage.json"
+"""The record a stage writes into its output folder: what made it, checked on resume (`guards.claim_out`)."""
 
 
 class DiskFullError(ConfigError):

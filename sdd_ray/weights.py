@@ -18,12 +18,12 @@ import re
 import struct
 from pathlib import Path
 
-from sdd_ray.config import ConfigError
+from sdd_ray.config import UserError
 
 LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
 
 
-class CheckpointError(ConfigError):
+class CheckpointError(UserError):
     """A checkpoint whose weights are damaged or do not match its config."""
 
 

@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny random models with the toy tokenizer, the toy teacher, a local Ray."""
+"""Shared fixtures (tiny random models, the toy teacher, a local Ray, a two-node cluster, vLLM) and the tiers.
+
+A bare `pytest` runs the fast tier: tests that need neither Ray nor a vLLM engine. `pytest --runslow`
+(what `make test` and CI run) runs everything. A test's tier follows from the fixtures it asks for
+(`MARKS_BY_FIXTURE`), so a new test is placed by what it uses, not by a marker written by hand.
+"""
 
 from __future__ import annotations
 
@@ -103,6 +108,27 @@ def gsm8k_test() -> Path:
 
 
 @pytest.fixture(scope="session")
+def vllm():
+    """vLLM, imported; the test is skipped where it is not installed (`make setup` installs it)."""
+    return pytest.importorskip("vllm", reason="vLLM is not installed here (`make setup` installs it)")
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(vllm):
+    """vLLM, for a test that starts a real engine (minutes on CPU): asking for it marks the test `engine`."""
+    return vllm
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    """`cluster/local_cluster.sh`: a head and a second node (1 CPU each) with their own ports and temp dir."""
+    from sdd_ray.testing.cluster import LocalCluster
+
+    with LocalCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the whole session (2 CPUs); pipelines give actors fractional CPUs."""
     import ray
@@ -111,3 +137,40 @@ def ray_local():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+# --- tiers --------------------------------------------------------------------------------------
+
+MARKS_BY_FIXTURE = {
+    "ray_local": "slow",  # Ray's start alone takes tens of seconds on 2 cores
+    "two_node_cluster": "slow",  # two Ray nodes and jobs submitted over the Jobs API: minutes
+    "vllm": "needs_vllm",  # skipped where vLLM is not installed
+    "vllm_engine": "engine",  # a real vLLM engine: minutes on CPU
+}
+"""The marker a test gets from each fixture it uses, directly or through another fixture."""
+BEHIND_RUNSLOW = ("slow", "engine")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="also run the slow tests (Ray, clusters, real models) and those that start a vLLM engine; "
+                          "`make test` and CI pass it")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, marker in MARKS_BY_FIXTURE.items():
+            if fixture in item.fixturenames:
+                item.add_marker(marker)
+    if config.getoption("--runslow"):
+        return
+    fast = [item for item in items if not any(item.get_closest_marker(m) for m in BEHIND_RUNSLOW)]
+    if len(fast) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in fast])
+        items[:] = fast
+
+
+def pytest_report_header(config):
+    if not config.getoption("--runslow"):
+        return "fast tier: tests marked slow or engine are deselected; `pytest --runslow` (or `make test`) runs them"

@@ -176,7 +176,6 @@ def test_claim_out_names_what_differs_and_overwrite_starts_over(tmp_path):
     assert not (out / "stats.json").exists()
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_distill_bad_utf8_row_then_resume_with_another_teacher(capsys, monkeypatch, models, tmp_path, ray_local):
     """A non-UTF-8 line is one rejected row; resuming that folder with another teacher is refused."""
@@ -338,7 +337,6 @@ def test_evaluate_baseline_file_with_another_seed(capsys, monkeypatch, model, tm
 
 # --- 6. resources checked before work -------------------------------------------------------------
 
-@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_finetune_more_workers_than_the_cluster_has(capsys, monkeypatch, model, tmp_path, ray_local):
     line = refused(capsys, monkeypatch, "finetune", "--model", model, "--data", "toy:arith", "--out", tmp_path / "ft",
@@ -347,7 +345,6 @@ def test_finetune_more_workers_than_the_cluster_has(capsys, monkeypatch, model, 
     assert "--num-workers" in line
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_finetune_with_no_usable_rows(capsys, monkeypatch, model, tmp_path, ray_local):
     data = write_jsonl(tmp_path / "empty_responses.jsonl", [{"instruction": "say hi", "response": "  "}] * 3)

@@ -269,7 +269,6 @@ def write_mixed_jsonl(path, n_valid: int):
     return {r["id"] for r in valid}
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_interrupted_two_worker_run_resumes_exactly_once(tiny_llama, tmp_path, ray_local):
     from sdd_ray.cli import app

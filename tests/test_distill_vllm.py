@@ -15,14 +15,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = pytest.mark.vllm
-pytest.importorskip("vllm", reason="vLLM is not installed here (`make setup` installs it)")
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.timeout(1500)
-def test_vllm_backend_matches_hf_greedy(tmp_path, toy_teacher):
+def test_vllm_backend_matches_hf_greedy(tmp_path, toy_teacher, vllm_engine):
     config = tmp_path / "distill.yaml"
     config.write_text(json.dumps({
         "backend": "vllm", "max_new_tokens": 32, "batch_size": 6,

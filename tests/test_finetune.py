@@ -182,7 +182,6 @@ def ddp_run(ray_local, tiny_llama, tmp_path_factory):
     return run_finetune(_config(tiny_llama, tmp, strategy="ddp"), tmp / "out"), tmp / "out"
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_deepspeed_zero2_lowers_the_loss_and_resumes_after_a_failure(deepspeed_run):
     metrics, out = deepspeed_run
@@ -197,7 +196,6 @@ def test_deepspeed_zero2_lowers_the_loss_and_resumes_after_a_failure(deepspeed_r
     assert (out / "loss.png").stat().st_size > 0
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_ddp_follows_the_same_curve_as_resumed_deepspeed(ddp_run, deepspeed_run):
     """Same data order, init and AdamW: DDP and the interrupted ZeRO-2 run give the same losses."""
@@ -207,7 +205,6 @@ def test_ddp_follows_the_same_curve_as_resumed_deepspeed(ddp_run, deepspeed_run)
     assert ddp == pytest.approx(ds, abs=2e-3)
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_exported_model_reloads_with_transformers_alone(ddp_run, tiny_llama):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -224,7 +221,6 @@ def test_exported_model_reloads_with_transformers_alone(ddp_run, tiny_llama):
     assert tuned_loss < base_loss  # the fine-tuned weights, not the base ones, were exported
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_zero3_lora_runs_and_exports_a_merged_model(ray_local, tiny_llama, tmp_path):
     from transformers import AutoModelForCausalLM

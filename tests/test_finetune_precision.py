@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -19,13 +18,11 @@ def process_group():
     """A one-process gloo group: what DDP and DeepSpeed need, without Ray Train's workers."""
     import torch.distributed as dist
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
+    store = dist.TCPStore("127.0.0.1", 0, world_size=1, is_master=True)  # binds a free port and keeps it
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port), "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
-    dist.init_process_group("gloo", rank=0, world_size=1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
     yield
     dist.destroy_process_group()
     for key, value in saved.items():

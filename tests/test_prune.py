@@ -239,8 +239,7 @@ def test_texts_longer_than_the_context_are_rejected(tiny_llama):
 
 # ---- Ray Data --------------------------------------------------------------------------------
 
-@pytest.mark.slow  # Ray start + three actor start-ups: ~30 s on a quiet 2-core machine, 70-90 s under load
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(240)  # Ray start + three actor start-ups: ~30 s on a quiet 2-core machine, 70-90 s under load
 def test_one_and_two_ray_workers_agree(planted_llama, ray_local, tmp_path):
     """1 worker through calibration_sums_ray, 2 workers through run_prune end to end."""
     from sdd_ray.models import as_spec, load_model_and_tokenizer

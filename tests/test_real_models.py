@@ -256,7 +256,6 @@ def test_serve_engine_streams_what_it_answers_with_the_chat_template(gqa_pruned,
     assert "".join(asyncio.run(streamed())).encode() == answer["text"].encode()
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize(("strategy", "zero_stage", "method"), [("deepspeed", 3, "lora"), ("ddp", 2, "full")])
 def test_finetune_gqa_with_the_real_tokenizer(ray_local, gqa_llama, tmp_path, strategy, zero_stage, method):

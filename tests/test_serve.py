@@ -298,7 +298,6 @@ def client(server):
         yield c
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)  # Serve start-up is most of it; slow on a loaded 2-core machine
 def test_serve_app_over_http(client, server):
     import httpx
@@ -394,13 +393,13 @@ def check_bad_requests(client, server: str, body: dict) -> int:
     return len(bad)
 
 
-@pytest.mark.vllm
-def test_speculative_config_keys_are_vllm_fields():
+def test_speculative_config_keys_are_vllm_fields(vllm):
     """Where vLLM is installed (`make setup` installs it): our keys are fields of vLLM's SpeculativeConfig."""
     import dataclasses
     import typing
 
-    speculative = pytest.importorskip("vllm.config.speculative")
+    from vllm.config import speculative
+
     from sdd_ray.serve.vllm_app import speculative_config
 
     cfg = validate_config(ServeConfig, {"target": {"path": "t"}, "draft": {"path": "d", "revision": "main"},

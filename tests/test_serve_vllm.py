@@ -19,8 +19,7 @@ from test_serve import check_bad_requests, reserved_port
 from sdd_ray.config import validate_config
 from sdd_ray.serve.config import ServeConfig
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(600)]
-pytest.importorskip("vllm", reason="vLLM is not installed here; run `make test-vllm`")
+pytestmark = pytest.mark.timeout(600)
 
 API_KEY = "vllm-test-key"
 
@@ -33,7 +32,7 @@ def _checkpoint(variable: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def vllm_server(ray_local):
+def vllm_server(vllm_engine, ray_local):
     from ray import serve
 
     from sdd_ray.serve.cli import start

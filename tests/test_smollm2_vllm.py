@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
-pytest.importorskip("vllm", reason="vLLM is not installed here (`make setup` installs it)")
+pytestmark = pytest.mark.timeout(900)
 
 QUESTIONS = ["What is the capital of France?", "Name three colours.", "Natalia sold 48 clips. How many are left?"]
 
@@ -38,10 +37,9 @@ def pruned_smollm2(gsm8k_test, tmp_path_factory) -> str:
     return str(out)
 
 
-def test_pruned_smollm2_in_vllm_gives_hf_greedy_tokens(pruned_smollm2):
+def test_pruned_smollm2_in_vllm_gives_hf_greedy_tokens(vllm_engine, pruned_smollm2):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from vllm import LLM, SamplingParams
 
     path = pruned_smollm2
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -56,7 +54,7 @@ def test_pruned_smollm2_in_vllm_gives_hf_greedy_tokens(pruned_smollm2):
         expected.append(out[0, len(ids):].tolist())
 
     # On the CPU backend gpu_memory_utilization is the share of host RAM reserved for the KV cache.
-    llm = LLM(model=path, dtype="float32", enforce_eager=True, max_model_len=512, seed=0, gpu_memory_utilization=0.1)
-    params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True)
+    llm = vllm_engine.LLM(model=path, dtype="float32", enforce_eager=True, max_model_len=512, seed=0, gpu_memory_utilization=0.1)
+    params = vllm_engine.SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True)
     outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params)
     assert [list(o.outputs[0].token_ids) for o in outputs] == expected

@@ -13,7 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdd_ray.guards import STAGE_MARKER, InputError
+from sdd_ray.errors import InputError
+from sdd_ray.io import STAGE_MARKER
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Each evaluation is one Ray task that asks for `cfg.resources` (one GPU per model on a cluster,
 fractional CPU slots on a small box); with `resources.split_tasks` every (model, task) pair is its
-own Ray task and the pieces are merged per model. The work itself is `run.evaluate_model`, the same
+own Ray task and the pieces are merged per model. The work itself is `single.evaluate_model`, the same
 function the sequential path calls, so both give the same numbers.
 """
 
@@ -13,12 +13,7 @@ from pathlib import Path
 from sdd_ray.config import ModelSpec
 from sdd_ray.evaluate.config import EvaluateConfig
 from sdd_ray.evaluate.recovery import average
-
-
-def _evaluate_unit(cfg: EvaluateConfig, log_samples: bool) -> dict:
-    from sdd_ray.evaluate.run import evaluate_model
-
-    return evaluate_model(cfg, log_samples)
+from sdd_ray.evaluate.single import evaluate_model
 
 
 def evaluate_many(
@@ -31,7 +26,7 @@ def evaluate_many(
     from sdd_ray.runtime import connect
 
     connect()
-    remote = ray.remote(_evaluate_unit).options(
+    remote = ray.remote(evaluate_model).options(
         num_cpus=cfg.resources.num_cpus, num_gpus=cfg.resources.num_gpus, max_retries=0
     )
     task_groups = [[t] for t in cfg.tasks] if cfg.resources.split_tasks else [list(cfg.tasks)]

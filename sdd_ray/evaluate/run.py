@@ -19,54 +19,10 @@ from sdd_ray.evaluate.recovery import (
     load_results,
     recovery_pct,
 )
+from sdd_ray.evaluate.single import evaluate_model, with_data_dir_found
 from sdd_ray.io import write_json
 
 __all__ = ["average", "evaluate_model", "run_evaluate"]
-
-
-def with_data_dir_found(cfg: EvaluateConfig) -> EvaluateConfig:
-    """`cfg` with the data source this process finds written in (a folder, or the hub), so Ray workers use the same."""
-    from sdd_ray.evaluate.local_benchmarks import benchmark_data_dir
-
-    if cfg.evaluator != "harness":
-        return cfg
-    found = benchmark_data_dir(cfg.harness.data_source, cfg.harness.data_dir)
-    decided = {"data_dir": str(found)} if found else {"data_source": "hub", "data_dir": None}
-    return cfg.model_copy(update={"harness": cfg.harness.model_copy(update=decided)})
-
-
-def evaluate_model(cfg: EvaluateConfig, log_samples: bool = False) -> dict:
-    """Results of `cfg.model` on `cfg.tasks`: {model, evaluator, tasks: {task: {metric, value, stderr, n}}, average}."""
-    import torch
-
-    cfg = with_data_dir_found(cfg)
-    if cfg.evaluator == "harness":
-        from sdd_ray.evaluate.harness import evaluate_harness
-
-        tasks = evaluate_harness(cfg.model, cfg.tasks, cfg, log_samples)
-        for name, result in tasks.items():
-            result["num_fewshot"] = cfg.harness.task_settings[name].num_fewshot
-    else:
-        from sdd_ray.evaluate.builtin import evaluate_builtin
-        from sdd_ray.models import load_model_and_tokenizer
-
-        model, tokenizer = load_model_and_tokenizer(cfg.model)
-        with torch.inference_mode():
-            tasks = evaluate_builtin(
-                model, tokenizer, cfg.tasks, cfg.limit or 1000, cfg.batch_size, cfg.seed, log_samples
-            )
-    results = {
-        "model": cfg.model.path,
-        "evaluator": cfg.evaluator,
-        "backend": cfg.harness.backend if cfg.evaluator == "harness" else "hf",
-        "limit": cfg.limit,
-        "seed": cfg.seed,
-        "tasks": tasks,
-        "average": average(tasks),
-    }
-    if cfg.evaluator == "harness":
-        results["data_dir"] = cfg.harness.data_dir  # the local benchmark copies read; None: the hub
-    return results
 
 
 def _evaluate_all(cfg: EvaluateConfig, models: list[ModelSpec]) -> list[dict]:

@@ -107,3 +107,8 @@ class FinetuneConfig(StrictModel):
         if self.model.dtype == "bfloat16" and self.precision == "fp32":
             raise ValueError("precision fp32 contradicts model.dtype bfloat16; set one of them to the other's precision")
         return self
+
+
+# Settings a resumed run may change; any other difference means the checkpoints belong to another run.
+RESUMABLE_CHANGES = {"epochs", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "max_failures",
+                     "fail_at_step", "save_adapter", "storage_path"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from sdd_ray.finetune.config import FinetuneConfig
+from sdd_ray.finetune.config import RESUMABLE_CHANGES, FinetuneConfig
 from sdd_ray.guards import InputError, check_cluster_resources, check_out, claim_out, model_record, source_record
 
 OWN_FILES = ("train_metrics.json", "checkpoints")
@@ -14,8 +14,6 @@ OWN_FILES = ("train_metrics.json", "checkpoints")
 
 def resume_record(cfg: FinetuneConfig) -> dict:
     """What the run's weights depend on: the model's and the data's content, and the settings."""
-    from sdd_ray.finetune.trainer import RESUMABLE_CHANGES
-
     record = cfg.model_dump(mode="json", exclude=RESUMABLE_CHANGES | {"model", "data"}, exclude_defaults=True)
     record["model"] = model_record(cfg.model)
     record["data"] = {**source_record(cfg.data.source), **cfg.data.model_dump(mode="json", exclude={"source"})}

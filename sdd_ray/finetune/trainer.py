@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sdd_ray.config import ConfigError
 from sdd_ray.data import CANONICAL, DataSpec, read_rows, rejected_entry, split_rows
-from sdd_ray.finetune.config import FinetuneConfig
+from sdd_ray.finetune.config import RESUMABLE_CHANGES, FinetuneConfig
 from sdd_ray.finetune.data import DataError
 from sdd_ray.io import write_text
 
@@ -79,11 +79,6 @@ def build_trainer(cfg: FinetuneConfig, storage_path: str | Path, dataset):
         datasets={"train": dataset},
         dataset_config=DataConfig(datasets_to_split=[]),  # each worker slices the global plan itself
     )
-
-
-# Settings a resumed run may change; any other difference means the checkpoints belong to another run.
-RESUMABLE_CHANGES = {"epochs", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "max_failures",
-                     "fail_at_step", "save_adapter", "storage_path"}
 
 
 def check_resumable(cfg: FinetuneConfig, run_dir: Path) -> None:

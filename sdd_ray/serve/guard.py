@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sdd_ray.config import ConfigError
+from sdd_ray.config import UserError
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -30,7 +30,7 @@ FIX = (
 )
 
 
-class GreedyMismatchError(ConfigError):
+class GreedyMismatchError(UserError):
     """The served pair's greedy output differs from the target's own: the engine is misconfigured."""
 
 
