@@ -43,6 +43,10 @@ def cluster_gpus() -> float:
 
 def max_cluster_resources() -> dict[str, float]:
     """The most of each resource the autoscaler's node types can reach; {} without an autoscaler (a local Ray)."""
+    import ray
+
+    if not ray.is_initialized():
+        return {}
     try:
         from ray._private.state import state
 
