@@ -106,7 +106,7 @@ def off_argmax(scores: list[tuple[int, float, float]], tolerance: float = TIE_LO
     return [i for i, (rank, logprob, top) in enumerate(scores) if rank != 1 and top - logprob > tolerance]
 
 
-def engine_checks(cfg, prompts: list[str], app_name: str) -> list[Check]:
+def engine_checks(cfg, prompts: list[str]) -> list[Check]:
     """The GPU guard: greedy tokens of the served engine, each scored by the same engine's target-only prefill."""
     from ray import serve
     from ray.serve.llm.openai_api_models import CompletionRequest
@@ -115,7 +115,8 @@ def engine_checks(cfg, prompts: list[str], app_name: str) -> list[Check]:
     from sdd_ray.prompts import encode_prompt
 
     tokenizer = load_tokenizer(cfg.target)
-    handle = serve.get_deployment_handle(engine_deployment(app_name), app_name=app_name).options(stream=True)
+    app_name, deployment = engine_deployment(cfg.served_name)
+    handle = serve.get_deployment_handle(deployment, app_name=app_name).options(stream=True)
 
     def complete(**fields):
         response = next(iter(handle.completions.remote(CompletionRequest(model=cfg.served_name, **fields))))
@@ -140,17 +141,19 @@ def engine_checks(cfg, prompts: list[str], app_name: str) -> list[Check]:
     return checks
 
 
-def engine_deployment(app_name: str) -> str:
-    """The name of the app's vLLM engine deployment (ray.serve.llm's `LLMServer` class and the model id)."""
+def engine_deployment(model_id: str) -> tuple[str, str]:
+    """(application, deployment) of the vLLM engine serving `model_id` (ray.serve.llm's `LLMServer` class)."""
     from ray import serve
 
-    names = [name for name in serve.status().applications[app_name].deployments if "LLMServer:" in name]
-    if len(names) != 1:
-        raise GreedyMismatchError(f"app {app_name}: expected one LLMServer deployment, found {names}")
-    return names[0]
+    suffix = ":" + model_id.replace("/", "--").replace(".", "_")  # ray.serve.llm's deployment naming
+    found = [(app, name) for app, status in serve.status().applications.items()
+             for name in status.deployments if "LLMServer:" in name and name.endswith(suffix)]
+    if len(found) != 1:
+        raise GreedyMismatchError(f"expected one LLMServer deployment serving {model_id!r}, found {found}")
+    return found[0]
 
 
-def verify_greedy_identity(cfg, base_url: str, app_name: str = "sdd-ray", reference: str = "auto") -> list[Check]:
+def verify_greedy_identity(cfg, base_url: str, reference: str = "auto") -> list[Check]:
     """Compare the app at `base_url` with target-only greedy decoding; raise `GreedyMismatchError` on any difference.
 
     `reference`: `transformers` (in this process, exact text), `engine` (the GPU guard above), or `auto`:
@@ -163,7 +166,7 @@ def verify_greedy_identity(cfg, base_url: str, app_name: str = "sdd-ray", refere
 
         reference = "engine" if cluster_device(cfg.device, cluster_gpus(), cfg.accelerator_type) == "gpu" else "transformers"
     if reference == "engine":
-        checks = engine_checks(cfg, prompts, app_name)
+        checks = engine_checks(cfg, prompts)
     else:
         expected = reference_texts(cfg.target, prompts, cfg.verify_max_tokens)
         served = served_texts(base_url, cfg.served_name, prompts, cfg.verify_max_tokens, cfg.api_key)
