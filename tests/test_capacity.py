@@ -35,7 +35,7 @@ def test_8b_serve_config_fits_an_a100_40gb_and_batches_continuously():
 
     from sdd_ray.serve.vllm_app import GPU_MAX_ONGOING_REQUESTS, llm_config
 
-    cfg = load_config(ServeConfig, ROOT / "configs" / "llama3.1-8b-serve.yaml")
+    cfg = load_config(ServeConfig, ROOT / "configs" / "serve_llama3.1-8b.yaml")
     llm = llm_config(cfg, cluster_gpus=0)  # decided by `device: gpu`, whatever the cluster has now
     assert llm["engine_kwargs"]["max_model_len"] == 8192 and "placement_group_config" not in llm
     assert llm["deployment_config"]["max_ongoing_requests"] == GPU_MAX_ONGOING_REQUESTS
