@@ -92,3 +92,12 @@ def test_gradient_checkpointing_gives_the_same_lora_gradients(tmp_path):
     assert all(torch.allclose(grads[True][n], grads[False][n], atol=1e-6) for n in grads[True])
     assert any(g.abs().sum() > 0 for g in grads[True].values())
     assert FinetuneConfig.model_fields["gradient_checkpointing"].default is False
+
+
+def test_gradient_checkpointing_leaves_the_stage_key_alone():
+    """A memory setting: turning it on (the 8B configs) must not invalidate finished fine-tuning runs."""
+    from sdd_ray.pipeline.config import FinetuneBlock
+    from sdd_ray.pipeline.plan import _settings
+
+    off, on = FinetuneBlock(), FinetuneBlock(gradient_checkpointing=True)
+    assert on.gradient_checkpointing and _settings(on) == _settings(off)
