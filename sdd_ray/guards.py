@@ -10,8 +10,9 @@ Three ideas, shared by every stage and by the pipeline's cache:
   inputs; a resume checks that the recorded settings and input fingerprints are the ones given now;
 - an *output lock*: an advisory lock (`flock`) per `--out` folder, held while a run writes there, so a
   second run on the same folder refuses at once, naming the first one's pid;
-- a *resource check*: workers x resources per worker against what the Ray cluster has in all, so a
-  job that can never be scheduled fails with the numbers instead of waiting forever.
+- a *resource check*: workers x resources per worker against what the Ray cluster has in all, or can
+  reach through its autoscaler, so a job that can never be scheduled fails with the numbers instead of
+  waiting forever, and one the autoscaler can serve waits (bounded) for the nodes.
 
 Every refusal is an `InputError` (a `UserError`): the CLI prints it as one line and exits 2.
 """
@@ -187,18 +188,62 @@ def source_record(source: str) -> dict:
     return {"fingerprint": found} if found is not None else {"source": source}
 
 
+SCALE_UP_TIMEOUT_S = 900.0
+"""How long a resource check waits for an autoscaler to add nodes (env `SDD_RAY_SCALE_UP_TIMEOUT_S`)."""
+
+
 def check_cluster_resources(what: str, workers: int, cpus_per_worker: float = 0.0, gpus_per_worker: float = 0.0,
-                            flags: str = "--num-workers or --cpus-per-worker") -> None:
-    """Refuse `workers` x resources that exceed the connected Ray cluster's total (they would wait forever)."""
+                            flags: str = "--num-workers or --cpus-per-worker", timeout_s: float | None = None) -> None:
+    """Refuse `workers` x resources beyond what the Ray cluster has or its autoscaler can add (they would wait
+    forever); when only the autoscaler can provide them, ask it to and wait up to `timeout_s`, saying so."""
     import ray
 
+    from sdd_ray.runtime import max_cluster_resources
+
+    bundle = {r: per for r, per in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)) if per}
+    most = max_cluster_resources()
     total = ray.cluster_resources()
-    for resource, per_worker in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)):
-        need = workers * per_worker
-        have = float(total.get(resource, 0.0))
-        if per_worker and need > have + 1e-9:
+    for resource, per_worker in bundle.items():
+        need, have = workers * per_worker, float(total.get(resource, 0.0))
+        reachable = max(have, float(most.get(resource, 0.0)))
+        if need > reachable + 1e-9:
+            scale = f" (its autoscaler: at most {reachable:g})" if reachable > have else ""
             raise InputError(f"{what}: {workers} workers x {per_worker:g} {resource} = {need:g} {resource}, but the "
-                             f"Ray cluster has {have:g} {resource} in all; lower {flags}")
+                             f"Ray cluster has {have:g} {resource} in all{scale}; lower {flags}")
+    if _lacking(bundle, workers, total):
+        _wait_for_scale_up(what, bundle, workers, timeout_s)
+
+
+def _lacking(bundle: dict[str, float], workers: int, total: dict) -> dict[str, float]:
+    """What the cluster lacks now of `workers` x `bundle`: {resource: missing amount}."""
+    return {r: workers * per - float(total.get(r, 0.0)) for r, per in bundle.items()
+            if workers * per > float(total.get(r, 0.0)) + 1e-9}
+
+
+def _wait_for_scale_up(what: str, bundle: dict[str, float], workers: int, timeout_s: float | None,
+                       poll_s: float = 5.0) -> None:
+    """Ask the autoscaler for `workers` x `bundle` and wait until the cluster holds it, at most `timeout_s`."""
+    import os
+    import sys
+    import time
+
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    timeout_s = timeout_s if timeout_s is not None else float(os.environ.get("SDD_RAY_SCALE_UP_TIMEOUT_S", SCALE_UP_TIMEOUT_S))
+    missing = ", ".join(f"{amount:g} {r}" for r, amount in _lacking(bundle, workers, ray.cluster_resources()).items())
+    print(f"{what}: waiting up to {timeout_s:g} s for the autoscaler to add {missing}", file=sys.stderr, flush=True)
+    request_resources(bundles=[bundle] * workers)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while _lacking(bundle, workers, ray.cluster_resources()):
+            if time.monotonic() >= deadline:
+                raise InputError(f"{what}: the autoscaler did not add {missing} within {timeout_s:g} s "
+                                 f"(SDD_RAY_SCALE_UP_TIMEOUT_S); check the cluster's node limits and quotas")
+            time.sleep(poll_s)
+    finally:
+        request_resources(bundles=[])  # the job's own actors hold the nodes from here
+    print(f"{what}: the cluster now has the resources", file=sys.stderr, flush=True)
 
 
 def check_data_source(source: str, flag: str = "--data", split: str | None = None) -> None:

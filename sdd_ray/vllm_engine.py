@@ -34,7 +34,10 @@ GPU_MEMORY_UTILIZATION = 0.9
 
 
 def resolve_device(device: Device, accelerator_type: str | None = None) -> Literal["cpu", "gpu"]:
-    """`auto`: a GPU when an accelerator type is named or this machine sees CUDA, else the CPU build."""
+    """`auto` in the process that runs the engine: a GPU when an accelerator type is named or CUDA is visible here.
+
+    Only for code that runs on the engine's node (an evaluation task); a driver decides from the
+    cluster instead (`cluster_device`)."""
     if device != "auto":
         return device
     if accelerator_type:
@@ -42,6 +45,15 @@ def resolve_device(device: Device, accelerator_type: str | None = None) -> Liter
     import torch
 
     return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def cluster_device(device: Device, cluster_gpus: float, accelerator_type: str | None = None) -> Literal["cpu", "gpu"]:
+    """`auto` for engines a driver places on the cluster: a GPU when the cluster has (or can scale up to)
+    GPUs or an accelerator type is named, else vLLM's CPU build. The driver's own CUDA does not count:
+    on the manifests it runs on a CPU-only head."""
+    if device != "auto":
+        return device
+    return "gpu" if accelerator_type or cluster_gpus > 0 else "cpu"
 
 
 def engine_args(

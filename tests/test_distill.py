@@ -123,7 +123,7 @@ def test_hf_rewriter_rejects_long_prompts_and_isolates_errors(tiny_llama, monkey
 
 
 def test_vllm_processor_config(tmp_path):
-    from sdd_ray.distill.vllm_backend import generated_columns, has_chat_template, processor_config, request
+    from sdd_ray.distill.vllm_backend import generated_columns, processor_config, request
 
     cfg = validate_config(DistillConfig, dict(
         teacher={"path": str(tmp_path), "dtype": "bfloat16"}, data={"source": "toy:all"},
@@ -137,19 +137,17 @@ def test_vllm_processor_config(tmp_path):
                                     "gpu_memory_utilization": 0.9, "dtype": "bfloat16", "max_model_len": 2048,
                                     "enable_prefix_caching": True, "task_type": "generate"}
     assert config.should_continue_on_error and config.placement_group_config is None
-    assert config.chat_template_stage == {"enabled": False, "num_cpus": 0.25} and not has_chat_template(str(tmp_path))
-    assert config.tokenize_stage == config.detokenize_stage == {"enabled": True, "num_cpus": 0.25}
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
-    assert has_chat_template(str(tmp_path))
+    # sdd_ray renders and tokenizes (`PromptEncoder`): ray.data.llm's stages would add a second BOS
+    assert config.chat_template_stage["enabled"] is False and config.tokenize_stage["enabled"] is False
+    assert config.detokenize_stage == {"enabled": True, "num_cpus": 0.25}
 
     # `device: auto` on a cluster without GPUs: CPU bundles, and a tenth of host memory rather than 90%
     cpu = processor_config(cfg.model_copy(update={"vllm": cfg.vllm.model_copy(update={"cpus_per_engine": 2.0})}), cluster_gpus=0)
     assert [b["CPU"] for b in cpu.placement_group_config["bundles"]] == [2.0, 2.0]
     assert cpu.engine_kwargs["gpu_memory_utilization"] == 0.1
 
-    assert request({"prompt": "P", "id": "a"}, 50, chat=False) == {
-        "prompt": "P", "id": "a", "sampling_params": {"temperature": 0.0, "max_tokens": 50}}
-    assert request({"prompt": "P"}, 5, chat=True)["messages"] == [{"role": "user", "content": "P"}]
+    assert request({"prompt": "P", "id": "a", "tokenized_prompt": [1, 2]}, 50) == {
+        "prompt": "P", "id": "a", "tokenized_prompt": [1, 2], "sampling_params": {"temperature": 0.0, "max_tokens": 50}}
     base = {name: "" for name in PREPARED.names} | {"skip": False, "__inference_error__": ""}
     outputs = pa.Table.from_pylist([
         base | {"generated_text": " So 4. ", "num_input_tokens": 9, "num_generated_tokens": 3},
@@ -159,6 +157,24 @@ def test_vllm_processor_config(tmp_path):
     rows = generated_columns(outputs, 50).to_pylist()
     assert [(r["teacher_response"], r["truncated"], r["prompt_tokens"], r["generation_error"]) for r in rows] == [
         ("So 4.", False, 9, ""), ("xxxxx", True, 9, ""), ("", False, 0, "bad")]
+
+
+def test_vllm_prompts_are_the_hf_backend_s_token_ids(gqa_llama, toy_teacher):
+    """`PromptEncoder` hands vLLM the ids the hf backend generates from: chat-templated without a second BOS,
+    plain text (the toy teacher) with the tokenizer's own special tokens."""
+    from sdd_ray.distill.rewrite import as_chat
+    from sdd_ray.distill.vllm_backend import PromptEncoder
+    from sdd_ray.models import load_tokenizer
+    from sdd_ray.prompts import encode_prompt
+
+    for model in (gqa_llama, toy_teacher):
+        tokenizer = load_tokenizer(str(model))
+        batch = pa.table({"id": ["a", "b"], "prompt": ["Add 2 and 3.", "Name a colour."]})
+        out = PromptEncoder({"path": str(model)})(batch).to_pylist()
+        assert [r["prompt"] for r in out] == [as_chat(tokenizer, p) for p in batch.column("prompt").to_pylist()]
+        assert [r["tokenized_prompt"] for r in out] == [encode_prompt(tokenizer, r["prompt"]) for r in out]
+        assert out[0]["tokenized_prompt"][:2] != [tokenizer.bos_token_id] * 2
+        assert (out[0]["prompt"] != "Add 2 and 3.") == bool(tokenizer.chat_template)  # the template was applied
 
 
 def test_vllm_error_rows_become_teacher_failures_or_too_long_prompts():

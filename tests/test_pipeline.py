@@ -48,12 +48,13 @@ def short_config(model: Path, out: Path, **changes) -> dict:
 def _stage_file_config(path: Path):
     """`<stage>_*.yaml` files without a `prune:` block are one stage's settings (the model comes from the command line)."""
     from sdd_ray.pipeline import config as pc
+    from sdd_ray.serve.config import ServeConfig
 
     if "prune" in read_yaml(path):
         return None  # a run config
     stage = path.stem.split("_")[0]
     classes = {"prune": pc.PruneConfig, "distill": pc.DistillConfig, "finetune": pc.FinetuneConfig,
-               "merge": pc.MergeConfig, "evaluate": pc.EvaluateConfig, "specdec": pc.SpecDecConfig}
+               "merge": pc.MergeConfig, "evaluate": pc.EvaluateConfig, "specdec": pc.SpecDecConfig, "serve": ServeConfig}
     return classes.get(stage)
 
 

@@ -93,7 +93,7 @@ def test_vllm_app_configuration_matches_ray_serve_llm_schema():
         "target": {"path": "/models/llama-8b"}, "draft": {"path": "/models/llama-8b-pruned-sdd"},
         "engine": "vllm", "k": 5, "replicas": 2, "accelerator_type": "H100", "max_model_len": 4096, "api_key": "k",
     })
-    llm = llm_config(cfg)
+    llm = llm_config(cfg, cluster_gpus=0)  # the accelerator type names a GPU on a cluster scaled to none
     assert llm["model_loading_config"] == {"model_id": "llama-8b", "model_source": "/models/llama-8b"}
     assert llm["engine_kwargs"]["speculative_config"] == {
         "method": "draft_model", "model": "/models/llama-8b-pruned-sdd", "num_speculative_tokens": 5,
@@ -130,7 +130,7 @@ def test_vllm_cpu_defaults_come_from_one_place():
 
     serve_cfg = validate_config(ServeConfig, {"target": {"path": "/m"}, "draft": {"path": "/d"}, "engine": "vllm",
                                               "device": "cpu", "k": 3, "engine_num_cpus": 0.5})
-    served = llm_config(serve_cfg)
+    served = llm_config(serve_cfg, cluster_gpus=8)  # `device: cpu` is kept on a GPU cluster
     assert {k: served["engine_kwargs"][k] for k in cpu} == cpu
     assert served["placement_group_config"] == {"bundles": [{"CPU": 0.5}]}
     distill_cfg = validate_config(DistillConfig, {"teacher": {"path": "/m"}, "data": {"source": "toy:all"},

@@ -109,3 +109,13 @@ def test_vllm_app_greedy_identity_streaming_bad_input_and_metrics(vllm_server):
     assert 0 <= speculative["accepted_tokens"] <= speculative["draft_tokens"]
     assert speculative["mean_accepted_length"] == pytest.approx(1 + speculative["accepted_tokens"] / speculative["drafts"])
     assert len(speculative["acceptance_rate_by_position"]) == 4
+
+
+def test_gpu_guard_path_scores_the_served_tokens_with_the_engine_itself(vllm_server):
+    """The guard as it runs on GPUs (no transformers model in the driver): the served greedy tokens, scored by a
+    target-only prefill in the same engine, are the target's argmax (here on the CPU build, float32)."""
+    from sdd_ray.serve.guard import verify_greedy_identity
+
+    cfg, url = vllm_server
+    checks = verify_greedy_identity(cfg, url, reference="engine")
+    assert len(checks) == cfg.verify_prompts and all(c.identical and c.served for c in checks)

@@ -7,16 +7,21 @@ here imports vLLM; `ray.data.llm` imports it inside the engine actors.
 On CPU-only nodes (`vllm.device: cpu`, or `auto` on a cluster without GPUs; a CPU build of vLLM)
 each engine is given a CPU bundle instead of a GPU: without it, Ray Data LLM reserves
 `num_gpus = tp * pp` for the engine actor and a CPU-only cluster never schedules it.
+
+vLLM is handed token ids, not text: `PromptEncoder` renders and tokenizes each prompt as the hf
+backend does (`as_chat`, then `sdd_ray.prompts.encode_prompt`). ray.data.llm's own chat-template and
+tokenize stages stay off: its tokenize stage adds the tokenizer's special tokens to text whose chat
+template already wrote them, so Llama-3.1 prompts would start `<|begin_of_text|>` twice and the two
+backends would feed the teacher different prompts.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from sdd_ray.config import ModelSpec
 from sdd_ray.distill.config import DistillConfig, resolve_engine_device
 from sdd_ray.distill.schema import GENERATED, PREPARED, to_table
 
@@ -43,17 +48,6 @@ def engine_kwargs(cfg: DistillConfig, cluster_gpus: float) -> dict[str, Any]:
     )
 
 
-def has_chat_template(model_path: str) -> bool:
-    """Whether a local checkpoint ships a chat template (hub models: assume they do)."""
-    path = Path(model_path)
-    if not path.is_dir():
-        return True
-    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
-        return True
-    config = path / "tokenizer_config.json"
-    return config.is_file() and bool(json.loads(config.read_text()).get("chat_template"))
-
-
 def processor_config(cfg: DistillConfig, cluster_gpus: float):
     """The `ray.data.llm.vLLMEngineProcessorConfig` of `cfg` on a cluster with `cluster_gpus` GPUs
     (raises ImportError without ray[llm])."""
@@ -75,17 +69,35 @@ def processor_config(cfg: DistillConfig, cluster_gpus: float):
         should_continue_on_error=True,  # one bad row must not kill the job
         # The CPU stages around the engine are actor pools too; left at Ray's default of one CPU
         # each, they and the engine ask for more CPUs than a small machine has, and nothing runs.
-        chat_template_stage={"enabled": has_chat_template(cfg.teacher.path), "num_cpus": options.cpus_per_stage},
-        tokenize_stage={"enabled": True, "num_cpus": options.cpus_per_stage},
+        chat_template_stage={"enabled": False},  # `PromptEncoder` renders and tokenizes: one BOS
+        tokenize_stage={"enabled": False},
         detokenize_stage={"enabled": True, "num_cpus": options.cpus_per_stage},
         **extra,
     )
 
 
-def request(row: dict, max_new_tokens: int, chat: bool) -> dict:
-    """A prepared row as a vLLM request (greedy), carrying the row's columns along."""
-    prompt = {"messages": [{"role": "user", "content": row["prompt"]}]} if chat else {"prompt": row["prompt"]}
-    return {**row, **prompt, "sampling_params": {"temperature": 0.0, "max_tokens": max_new_tokens}}
+class PromptEncoder:
+    """Prepared rows with `prompt` rendered for the teacher (`as_chat`) and `tokenized_prompt` its ids
+    (`encode_prompt`): the token ids the hf backend generates from, which vLLM then receives as given."""
+
+    def __init__(self, teacher: dict):
+        from sdd_ray.models import load_tokenizer
+
+        self.tokenizer = load_tokenizer(ModelSpec(**teacher))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from sdd_ray.distill.rewrite import as_chat
+        from sdd_ray.prompts import encode_prompt
+
+        prompts = [as_chat(self.tokenizer, prompt) for prompt in batch.column("prompt").to_pylist()]
+        ids = pa.array([encode_prompt(self.tokenizer, prompt) for prompt in prompts], pa.list_(pa.int32()))
+        batch = batch.set_column(batch.schema.get_field_index("prompt"), "prompt", pa.array(prompts, pa.string()))
+        return batch.append_column("tokenized_prompt", ids)
+
+
+def request(row: dict, max_new_tokens: int) -> dict:
+    """An encoded row (`PromptEncoder`) as a vLLM request (greedy), carrying the row's columns along."""
+    return {**row, "sampling_params": {"temperature": 0.0, "max_tokens": max_new_tokens}}
 
 
 def generated_columns(batch: pa.Table, max_new_tokens: int) -> pa.Table:
@@ -115,14 +127,17 @@ def rewrite_with_vllm(ds, cfg: DistillConfig):
     """Generate the rewrites of `ds` (prepared rows) with `ray.data.llm`; returns rows with GENERATED columns."""
     from functools import partial
 
-    import ray
     from ray.data.llm import build_processor
 
+    from sdd_ray.runtime import cluster_gpus
+
     processor = build_processor(
-        processor_config(cfg, ray.cluster_resources().get("GPU", 0)),
-        preprocess=partial(request, max_new_tokens=cfg.max_new_tokens, chat=has_chat_template(cfg.teacher.path)),
+        processor_config(cfg, cluster_gpus()),
+        preprocess=partial(request, max_new_tokens=cfg.max_new_tokens),
         preprocess_map_kwargs={"num_cpus": 0.25},
     )
-    return processor(ds).map_batches(
+    encoded = ds.map_batches(PromptEncoder, fn_constructor_kwargs={"teacher": cfg.teacher.model_dump()},
+                             batch_format="pyarrow", concurrency=1, num_cpus=cfg.vllm.cpus_per_stage)
+    return processor(encoded).map_batches(
         generated_columns, fn_kwargs={"max_new_tokens": cfg.max_new_tokens}, batch_format="pyarrow", num_cpus=0.25
     )

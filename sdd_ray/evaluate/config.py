@@ -8,7 +8,7 @@ the `toy_*` and `gsm8k_local` tasks run the same harness over local files.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -100,7 +100,8 @@ class EvaluateConfig(StrictModel):
     evaluator: Literal["builtin", "harness"] = "builtin"
     limit: int | None = Field(200, gt=0)
     """Examples per task (None: the whole task; the toy tasks then have 1000)."""
-    batch_size: int = Field(32, gt=0)
+    batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] = 32
+    """`auto` (harness only): lm-eval sizes batches itself; with vLLM, every request goes to the engine at once."""
     seed: int = 0
     """Seed of the toy `eval` split (the same seed gives the same examples to both evaluators)."""
     baseline: str | None = None
@@ -124,4 +125,6 @@ class EvaluateConfig(StrictModel):
             raise ValueError(f"unknown {self.evaluator} task(s) {unknown}; choose from {known}{hint}")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks repeat a name: {self.tasks}")
+        if self.batch_size == "auto" and self.evaluator != "harness":
+            raise ValueError("batch_size: auto is for the harness evaluator; the builtin one needs a number")
         return self

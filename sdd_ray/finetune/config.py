@@ -45,6 +45,9 @@ class FinetuneConfig(StrictModel):
     """DeepSpeed: keep optimizer states in CPU memory (stepped by torch AdamW there, not DeepSpeed's JIT-built CPU Adam)."""
     offload_params: bool = False
     """DeepSpeed ZeRO-3 only: keep parameters in CPU memory."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them: far less
+    activation memory (an 8B model at 2,048 tokens) for about a third more compute."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """Compute precision. `auto`: bf16 on GPUs that support it and whenever `model.dtype` is bfloat16, else
     fp32. `bf16` with float32 weights is mixed precision (autocast for DDP, DeepSpeed's bf16 mode)."""

@@ -115,6 +115,9 @@ def _load_model(cfg: FinetuneConfig, dtype, ds_config: dict | None):
     zero3 = ds_config if cfg.strategy == "deepspeed" and cfg.zero_stage == 3 else None
     with zero3_construction(zero3):
         model = load_model(spec, eval_mode=False)
+        if cfg.gradient_checkpointing:
+            # non-reentrant: gradients reach LoRA adapters inside checkpointed layers whose inputs need none
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.method == "lora":
             model = apply_lora(model, cfg.lora)
     return model, load_tokenizer(cfg.model)

@@ -48,7 +48,8 @@ class ServeConfig(StrictModel):
     max_model_len: int | None = Field(None, gt=0)
     """Context length (default: the model's): vLLM allocates it; the ingress refuses longer requests for both engines."""
     device: Literal["auto", "cpu", "gpu"] = "auto"
-    """vLLM engine only: `auto` is a GPU when `accelerator_type` is set or CUDA is visible, else vLLM's CPU build."""
+    """vLLM engine only: `auto` is a GPU when `accelerator_type` is set or the Ray cluster has (or can scale up to)
+    GPUs, else vLLM's CPU build (`sdd_ray.vllm_engine.cluster_device`; the driver's own CUDA does not count)."""
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     """vLLM engine only: the share of GPU memory (of host RAM on the CPU build) vLLM reserves; None: 0.9 GPU, 0.1 CPU."""
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)

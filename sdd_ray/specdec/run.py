@@ -1,7 +1,10 @@
 """Run the speculative decoding measurement and write `specdec.json`.
 
-Every draft and the target-only baseline decode the same prompts in the same process, interleaved
-prompt by prompt, so that CPU contention and thermal drift hit all of them alike.
+Drafts are measured one at a time: each is loaded beside the target, decodes every prompt interleaved
+prompt by prompt with a target-only run (so that CPU contention and thermal drift hit both alike, and
+each speed-up is against a baseline measured alongside it), and is freed before the next loads. One
+GPU then holds the target and one draft, not the target and every draft (an 8B target and three
+pruned drafts: ~52 GiB in bf16).
 """
 
 from __future__ import annotations
@@ -33,11 +36,9 @@ def load_prompts(spec: DataSpec) -> list[tuple[str, str]]:
     return prompts
 
 
-def _draft_entry(name: str, path: str, spec, target, identical: list[bool] | None, num_layers: int) -> dict:
-    """One table row: `spec` and `target` are the DecodeMetrics of speculative and target-only decoding."""
+def _draft_entry(spec, target, identical: list[bool] | None, num_layers: int) -> dict:
+    """One table row's figures: `spec` and `target` are the DecodeMetrics of speculative and target-only decoding."""
     return {
-        "draft": name,
-        "path": path,
         "num_layers": num_layers,
         "mean_accepted_length": spec.mean_accepted_length,
         "acceptance_rate": spec.acceptance_rate,
@@ -56,43 +57,24 @@ def _draft_entry(name: str, path: str, spec, target, identical: list[bool] | Non
 
 def measure(cfg: SpecDecConfig, prompts: list[tuple[str, str]]) -> dict:
     """Decode `prompts` target-only and with each draft; the table of results (see docs/specdec.md)."""
-    import torch
-
     from sdd_ray.models import load_model, load_tokenizer
     from sdd_ray.prompts import prompt_token_ids, stop_token_ids
-    from sdd_ray.specdec.engine import DecodeMetrics, Sampling, SpeculativeDecoder, target_only_generate
+    from sdd_ray.specdec.engine import Sampling
 
     tokenizer = load_tokenizer(cfg.target)
     target = load_model(cfg.target)
     stops = stop_token_ids(tokenizer, target.generation_config)
-    drafts = {name: load_model(spec) for name, spec in cfg.drafts.items()}
-    decoders = {name: SpeculativeDecoder(target, draft, cfg.k, stops) for name, draft in drafts.items()}
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.seed)
     encoded = [prompt_token_ids(tokenizer, instruction, input) for instruction, input in prompts]
 
-    for ids in encoded[: cfg.warmup]:
-        target_only_generate(target, ids, cfg.max_new_tokens, sampling, stops)
-        for decoder in decoders.values():
-            decoder.generate(ids, cfg.max_new_tokens, sampling)
-
-    target_total: DecodeMetrics | None = None
-    totals: dict[str, DecodeMetrics | None] = {name: None for name in decoders}
-    identical: dict[str, list[bool]] = {name: [] for name in decoders}
-    with torch.inference_mode():
-        for ids in encoded:
-            reference, metrics = target_only_generate(target, ids, cfg.max_new_tokens, sampling, stops)
-            target_total = metrics if target_total is None else target_total.merge(metrics)
-            for name, decoder in decoders.items():
-                tokens, metrics = decoder.generate(ids, cfg.max_new_tokens, sampling)
-                totals[name] = metrics if totals[name] is None else totals[name].merge(metrics)
-                identical[name].append(tokens == reference)
-
-    greedy = sampling.greedy
-    table = [
-        _draft_entry(name, cfg.drafts[name].path, totals[name], target_total, identical[name] if greedy else None,
-                     drafts[name].config.num_hidden_layers)
-        for name in decoders
-    ]
+    table, target_total = [], None
+    for name, spec in cfg.drafts.items():
+        draft = load_model(spec)
+        entry, baseline = _measure_draft(cfg, target, draft, stops, sampling, encoded)
+        table.append({"draft": name, "path": spec.path, **entry})
+        target_total = baseline if target_total is None else target_total.merge(baseline)
+        del draft
+        _free_accelerator_memory()
     result = {
         "target": cfg.target.path,
         "target_num_layers": target.config.num_hidden_layers,
@@ -107,6 +89,40 @@ def measure(cfg: SpecDecConfig, prompts: list[tuple[str, str]]) -> dict:
     if len(table) == 1:
         result.update({key: value for key, value in table[0].items() if key not in ("metrics", "path")})
     return result
+
+
+def _measure_draft(cfg: SpecDecConfig, target, draft, stops: list[int], sampling, encoded: list[list[int]]):
+    """One draft's table row (without its name and path) and the target-only metrics measured alongside it."""
+    import torch
+
+    from sdd_ray.specdec.engine import SpeculativeDecoder, target_only_generate
+
+    decoder = SpeculativeDecoder(target, draft, cfg.k, stops)
+    for ids in encoded[: cfg.warmup]:
+        target_only_generate(target, ids, cfg.max_new_tokens, sampling, stops)
+        decoder.generate(ids, cfg.max_new_tokens, sampling)
+    target_total = total = None
+    identical: list[bool] = []
+    with torch.inference_mode():
+        for ids in encoded:
+            reference, metrics = target_only_generate(target, ids, cfg.max_new_tokens, sampling, stops)
+            target_total = metrics if target_total is None else target_total.merge(metrics)
+            tokens, metrics = decoder.generate(ids, cfg.max_new_tokens, sampling)
+            total = metrics if total is None else total.merge(metrics)
+            identical.append(tokens == reference)
+    entry = _draft_entry(total, target_total, identical if sampling.greedy else None, draft.config.num_hidden_layers)
+    return entry, target_total
+
+
+def _free_accelerator_memory() -> None:
+    """Return a freed draft's memory to the device before the next draft loads."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def run_specdec(cfg: SpecDecConfig, out: str | Path) -> dict:
