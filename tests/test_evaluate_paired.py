@@ -217,3 +217,15 @@ def test_fidelity_needs_a_reference():
     cfg = validate_config(EvaluateConfig, {"model": {"path": "m"}, "tasks": ["fidelity"]})
     with pytest.raises(ConfigError, match="task `fidelity` needs the original model"):
         evaluate_fidelity(cfg)
+
+
+def test_token_batches_bound_rows_times_longest_length():
+    from sdd_ray.evaluate.harness_lm import token_batches
+
+    lengths = [10, 900, 880, 50, 870, 40, 45]
+    batches = token_batches(lengths, 2000, 8)
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    assert all(len(b) * lengths[b[0]] <= 2000 or len(b) == 1 for b in batches)
+    assert batches[:2] == [[1, 2], [4, 3]]  # 2 x 900 fits, a third row would not; 870 pads the 50
+    assert token_batches([5] * 10, 10_000, 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]  # the row cap
+    assert token_batches([5000], 100, 4) == [[0]]  # a row longer than the budget still runs, alone

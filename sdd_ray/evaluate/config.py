@@ -77,6 +77,9 @@ class HarnessConfig(StrictModel):
     read from its local copy when there is one (`sdd_ray.data.local_copy`)."""
     apply_chat_template: bool = False
     """Wrap prompts in the tokenizer's chat template (instruct models on real benchmarks)."""
+    max_batch_tokens: int | None = Field(4096, gt=0)
+    """`hf` backend: at most this many padded tokens per log-likelihood batch (rows x longest row), besides
+    `batch_size` rows; bounds the (rows, length, vocabulary) logits (None: `batch_size` rows, lm-eval's batching)."""
     bootstrap_iters: int = Field(1000, ge=0)
     """Bootstrap resamples for the stderr of non-mean metrics (0: no stderr)."""
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)

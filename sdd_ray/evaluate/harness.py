@@ -53,6 +53,11 @@ def build_lm(spec: ModelSpec, cfg: EvaluateConfig):
 
     check_model_exists(spec)
     extra = {"batch_size": cfg.batch_size}
+    if cfg.harness.backend == "hf" and cfg.harness.max_batch_tokens:
+        from sdd_ray.evaluate.harness_lm import TokenBudgetHFLM
+
+        extra.update(device=str(resolve_device(spec)), max_batch_tokens=cfg.harness.max_batch_tokens)
+        return TokenBudgetHFLM.create_from_arg_obj(model_args(spec, cfg), extra)
     if cfg.harness.backend == "hf":
         extra["device"] = str(resolve_device(spec))
     return get_model(cfg.harness.backend).create_from_arg_obj(model_args(spec, cfg), extra)
