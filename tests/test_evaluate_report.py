@@ -92,3 +92,24 @@ def test_pipeline_report_has_paired_differences_and_fidelity(ray_local, tiny_lla
     assert summary["fidelity"]["no_ft"]["kl"] > 0
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Paired differences" in report and "## Fidelity to the original" in report
+
+
+def test_plan_measures_every_arm_against_the_unpruned_model(tmp_path, tiny_llama):
+    import yaml
+
+    from sdd_ray.pipeline.config import load_run_config
+    from sdd_ray.pipeline.plan import build_plan
+
+    data = {"model": str(tiny_llama), "out": str(tmp_path / "run"),
+            "prune": {"block_size": 2, "num_samples": 8, "num_workers": 0},
+            "evaluate": {"limit": 3, "tasks": ["facts", "fidelity"], "pairs": ["no_ft:baseline"]}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(data))
+    cfg = load_run_config(tmp_path / "run.yaml")
+    plan = build_plan(cfg, tmp_path / "run")
+    jobs = {arm: job for (arm, _), job in plan.evaluations.items()}
+    assert set(jobs) == {"baseline", "no_ft"}
+    assert {job.config.reference for job in jobs.values()} == {str(tiny_llama)}
+    assert jobs["no_ft"].config.model.path != str(tiny_llama) and jobs["no_ft"].config.pairs == ["no_ft:baseline"]
+    without = build_plan(load_run_config(tmp_path / "run.yaml").model_copy(
+        update={"evaluate": cfg.evaluate.model_copy(update={"tasks": ["facts"]})}), tmp_path / "run")
+    assert all(job.config.reference is None for job in without.evaluations.values())
