@@ -38,7 +38,7 @@ def write_examples(results: dict, out: Path) -> dict:
     for name, task in results["tasks"].items():
         records = task.pop("examples", None)
         if records is not None:
-            task["documents"] = documents_id(records)
+            task.setdefault("documents", documents_id(records))
             task["samples"] = _write(records, examples_path(out, name))
     fidelity = results.get("fidelity")
     if fidelity is not None and "examples" in fidelity:

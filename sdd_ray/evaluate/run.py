@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sdd_ray.config import ModelSpec
 from sdd_ray.evaluate.config import FIDELITY, EvaluateConfig
-from sdd_ray.evaluate.examples import without_examples, write_examples
+from sdd_ray.evaluate.examples import documents_id, without_examples, write_examples
 from sdd_ray.evaluate.recovery import (
     average,
     check_same_seed,
@@ -57,6 +57,8 @@ def evaluate_model(cfg: EvaluateConfig) -> dict:
         model, tokenizer = load_model_and_tokenizer(cfg.model)
         with torch.inference_mode():
             tasks = evaluate_builtin(model, tokenizer, names, cfg.limit or 1000, cfg.batch_size, cfg.seed)
+    for result in tasks.values():
+        result["documents"] = documents_id(result["examples"])
     results = {
         "model": cfg.model.path,
         "evaluator": cfg.evaluator,
