@@ -189,7 +189,7 @@ def torch_tensor(values, dtype: str = "float"):
     return torch.tensor(values, dtype=getattr(torch, dtype))
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_fidelity_of_a_model_to_itself_is_perfect_and_its_answers_are_cached(toy_teacher, tmp_path, monkeypatch):
     from sdd_ray.evaluate import fidelity
 
