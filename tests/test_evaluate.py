@@ -63,8 +63,10 @@ def test_evaluate_rows_scores_fixed_responses(monkeypatch):
     texts = {instruction_prompt(r["instruction"]): f"#### {r['answer']}" for r in rows[:3]}
     texts[instruction_prompt(rows[3]["instruction"])] = f"#### {int(rows[3]['answer']) + 1}"
     monkeypatch.setattr(builtin, "generate_texts", FixedAnswers(texts).generate)
-    result = evaluate_rows(None, NoTemplate(), "arith", rows, log_samples=True)
-    assert result["per_example"] == [1.0, 1.0, 1.0, 0.0]
+    result = evaluate_rows(None, NoTemplate(), "arith", rows)
+    assert [r["correct"] for r in result["examples"]] == [1.0, 1.0, 1.0, 0.0]
+    assert [r["doc_id"] for r in result["examples"]] == [0, 1, 2, 3]
+    assert result["chance"] == 0.0
     assert result["value"] == 0.75
     assert result["stderr"] == pytest.approx(math.sqrt(0.75 * 0.25 / 3))  # lm-eval's sample stderr
     assert (result["metric"], result["n"]) == ("exact_match", 4)
@@ -80,8 +82,12 @@ def test_facts_accuracy_is_by_option_loglikelihood(monkeypatch):
     fake = FixedAnswers({}, scores)
     monkeypatch.setattr(builtin, "generate_texts", fake.generate)
     monkeypatch.setattr(builtin, "continuation_logprobs", fake.logprobs)
-    result = evaluate_rows(None, NoTemplate(), "facts", rows, log_samples=True)
-    assert result["per_example"] == [1.0, 0.0]
+    result = evaluate_rows(None, NoTemplate(), "facts", rows)
+    assert [r["correct"] for r in result["examples"]] == [1.0, 0.0]
+    # score: softmax over the 4 options' log-likelihoods at the gold one (row 0 gold -1, others -5; row 1 gold -5)
+    gold_high = 1 / (1 + 3 * math.exp(-4))
+    assert [r["score"] for r in result["examples"]] == pytest.approx([gold_high, math.exp(-4) * gold_high])
+    assert result["chance"] == 0.25
     assert (result["value"], result["acc_letter"]) == (0.5, 0.0)
 
 
@@ -169,15 +175,19 @@ def test_comparison_table_from_known_results(tmp_path):
         results("runs/sdd", arith=0.7, facts=0.55),
     ]
     comparison = build_comparison(rows, ["baseline", "no_ft", "sdd"])
-    assert to_markdown(comparison) == (
-        "| Model | arith | facts | Average | Recovery % |\n"
-        "|---|---:|---:|---:|---:|\n"
-        "| baseline | 80.0 | 60.0 | 70.0 | 100.0 |\n"
-        "| no_ft | 20.0 | 50.0 | 35.0 | 50.0 |\n"
-        "| sdd | 70.0 | 55.0 | 62.5 | 89.3 |\n"
-        "\n"
-        "Metrics: arith: acc, facts: acc. Recovery % = average / average of baseline x 100.\n"
-    )
+    for r in rows:
+        r["tasks"]["facts"]["chance"] = 0.25
+    assert to_markdown(comparison).splitlines()[:6] == [
+        "| Model | arith | facts | Average | Recovery % | Chance-corrected recovery % |",
+        "|---|---:|---:|---:|---:|---:|",
+        "| baseline | 80.0 | 60.0 | 70.0 | 100.0 | – |",  # no chance level known for the toy `facts` task
+        "| no_ft | 20.0 | 50.0 | 35.0 | 50.0 | – |",
+        "| sdd | 70.0 | 55.0 | 62.5 | 89.3 | – |",
+        "| (chance) | 0.0 | – | – |  |  |",
+    ]
+    with_chance = build_comparison(rows, ["baseline", "no_ft", "sdd"])  # floor (0 + 0.25) / 2 = 0.125
+    assert with_chance.chance_recovery == pytest.approx([100.0, 100 * (0.35 - 0.125) / (0.7 - 0.125),
+                                                         100 * (0.625 - 0.125) / (0.7 - 0.125)])
     assert to_csv(comparison) == (
         "model,arith,facts,average,recovery_pct\n"
         "baseline,80.00,60.00,70.00,100.00\n"
@@ -205,16 +215,19 @@ def harness_and_builtin(model, tasks: list[str], limit: int) -> tuple[dict, dict
     common = {"model": {"path": str(model)}, "limit": limit, "batch_size": 16}
     harness = validate_config(EvaluateConfig, {**common, "evaluator": "harness", "tasks": [f"toy_{t}" for t in tasks]})
     own = validate_config(EvaluateConfig, {**common, "tasks": tasks})
-    h = evaluate_model(harness, log_samples=True)["tasks"]
-    b = evaluate_model(own, log_samples=True)["tasks"]
+    h = evaluate_model(harness)["tasks"]
+    b = evaluate_model(own)["tasks"]
     return {t: h[f"toy_{t}"] for t in tasks}, b
 
 
 def assert_same_scores(h: dict, b: dict, n: int) -> None:
     for task in b:
         assert h[task]["n"] == b[task]["n"] == n
-        assert h[task]["per_example"] == b[task]["per_example"], task
-        assert h[task]["value"] == b[task]["value"]
+        assert [r["correct"] for r in h[task]["examples"]] == [r["correct"] for r in b[task]["examples"]], task
+        assert [r["doc_id"] for r in h[task]["examples"]] == [r["doc_id"] for r in b[task]["examples"]], task
+        assert [r["score"] for r in h[task]["examples"]] == pytest.approx([r["score"] for r in b[task]["examples"]], abs=1e-4)
+        assert h[task]["chance"] == b[task]["chance"]
+        assert h[task]["value"] == b[task]["value"] == sum(r["correct"] for r in b[task]["examples"]) / n
         assert h[task]["stderr"] == pytest.approx(b[task]["stderr"])
 
 
@@ -250,8 +263,8 @@ def test_ray_parallel_evaluation_equals_sequential(ray_local, tmp_path):
         {"model": {"path": models[0]}, "tasks": ["facts", "instruct"], "limit": 4,
          "resources": {"num_cpus": 0.5}},
     )
-    parallel = evaluate_many(models, cfg, log_samples=True)
-    sequential = [evaluate_model(cfg.model_copy(update={"model": validate_config(type(cfg.model), {"path": m})}), True)
+    parallel = evaluate_many(models, cfg)
+    sequential = [evaluate_model(cfg.model_copy(update={"model": validate_config(type(cfg.model), {"path": m})}))
                   for m in models]
     assert [r["model"] for r in parallel] == models
     for p, s in zip(parallel, sequential):

@@ -215,3 +215,34 @@ def test_local_source_refuses_tasks_without_a_local_copy():
     cfg = validate_config(EvaluateConfig, {"model": {"path": "never-loaded"}, "evaluator": "harness", "tasks": ["piqa", "boolq"], "harness": harness})
     with pytest.raises(ConfigError, match=r"\['boolq'\] have no local copy"):
         evaluate_harness(cfg.model, cfg.tasks, cfg)
+
+
+@needs_data
+@pytest.mark.timeout(900)
+def test_harness_scores_a_seeded_sample_and_writes_per_document_files(text_llama, tmp_path, monkeypatch):
+    """--limit draws seeded documents (not the first ones); accuracy is the mean of the written records;
+    batches bounded by tokens give lm-eval's own per-document numbers."""
+    from sdd_ray.config import validate_config
+    from sdd_ray.evaluate.config import EvaluateConfig
+    from sdd_ray.evaluate.examples import draw_documents
+    from sdd_ray.evaluate.run import run_evaluate
+
+    monkeypatch.setenv(DATA_DIR_ENV, str(SHARED_DATA))
+    base = {"model": {"path": str(text_llama)}, "evaluator": "harness", "tasks": ["piqa", "arc_easy"], "limit": 5,
+            "seed": 3, "batch_size": 8}
+    bounded = {**base, "harness": {"max_batch_tokens": 64}}  # a few rows per batch, one where a row is longer
+    results = run_evaluate(validate_config(EvaluateConfig, bounded), tmp_path / "a" / "results.json")
+    run_evaluate(validate_config(EvaluateConfig, {**base, "harness": {"max_batch_tokens": None}}),
+                 tmp_path / "b" / "results.json")
+    sizes = {"piqa": 1838, "arc_easy": 2376}
+    for task, size in sizes.items():
+        entry = results["tasks"][task]
+        lines = [json.loads(line) for line in (tmp_path / "a" / entry["samples"]).read_text().splitlines()]
+        assert [r["doc_id"] for r in lines] == draw_documents(size, 5, 3, task) != list(range(5))
+        assert entry["value"] == sum(r["correct"] for r in lines) / 5 and entry["n"] == 5
+        assert all(0 < r["score"] < 1 for r in lines)
+        other = [json.loads(line) for line in (tmp_path / "b" / entry["samples"]).read_text().splitlines()]
+        assert [r["correct"] for r in other] == [r["correct"] for r in lines]
+        assert [r["score"] for r in other] == pytest.approx([r["score"] for r in lines], abs=1e-5)
+    assert results["tasks"]["piqa"]["chance"] == 0.5
+    assert 0.2 <= results["tasks"]["arc_easy"]["chance"] <= 0.34  # 3-5 options, mostly 4

@@ -104,7 +104,7 @@ def test_block_size_checked_against_the_model(tmp_path, tiny_llama):
     ({"specdec": {"drafts": ["no_ft", "merged"]}, "stages": ["baseline", "prune", "distill", "finetune", "specdec"]},
      "specdec.drafts: ['merged'] are not produced by the stages run ['baseline', 'prune', 'distill', 'finetune', 'specdec']"),
     ({"stages": ["baseline", "prune", "finetune", "evaluate"]}, "stages: `finetune` needs ['distill'] (it reads their outputs)"),
-    ({"evaluate": {"tasks": ["nope"]}}, "evaluate: unknown builtin task(s) ['nope']; choose from ['arith', 'facts', 'instruct']"),
+    ({"evaluate": {"tasks": ["nope"]}}, "evaluate: unknown builtin task(s) ['nope']; choose from ['arith', 'facts', 'instruct', 'fidelity']"),
 ])
 def test_config_errors_name_file_and_field(tmp_path, tiny_llama, changes, message):
     path = write_config(tmp_path / "bad.yaml", short_config(tiny_llama, tmp_path / "out", **changes))

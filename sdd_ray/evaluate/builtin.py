@@ -37,18 +37,24 @@ def _stderr(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / (n - 1)) if n > 1 else 0.0
 
 
-def evaluate_rows(
-    model, tokenizer, task: str, rows: list[dict], batch_size: int = 32, log_samples: bool = False
-) -> dict:
-    """Accuracy of `model` on toy rows of one `task`; returns {metric, value, stderr, n, ...}.
+def _gold_probability(scores: list[float], gold: int) -> float:
+    top = max(scores)
+    weights = [math.exp(s - top) for s in scores]
+    return weights[gold] / sum(weights)
 
-    With `log_samples`, `per_example` holds each row's 0/1 score of the reported metric.
+
+def evaluate_rows(model, tokenizer, task: str, rows: list[dict], batch_size: int = 32) -> dict:
+    """Accuracy of `model` on toy rows of one `task`; returns {metric, value, stderr, n, chance, examples}.
+
+    `examples` holds one {doc_id (the row's index), correct, score} per row; score is the normalised
+    probability of the gold option for `facts`, the 0/1 outcome for the generated answers.
     """
     prompts = [render_prompt(tokenizer, r["instruction"], r["input"]) for r in rows]
     generations = generate_texts(model, tokenizer, prompts, MAX_NEW_TOKENS[task], batch_size)
     correct = [is_correct(task, g.text, r["answer"]) for g, r in zip(generations, rows)]
     n = len(rows)
-    result = {"metric": "exact_match" if task == "arith" else "acc", "n": n}
+    result = {"metric": "exact_match" if task == "arith" else "acc", "n": n, "chance": 0.0}
+    scores = [float(c) for c in correct]
     if task == "facts":
         letter_acc = sum(correct) / n
         contexts, options = [], []
@@ -56,31 +62,31 @@ def evaluate_rows(
             context = render_prompt(tokenizer, r["question"])
             contexts += [context] * len(r["choices"])
             options += r["choices"]
-        scores = continuation_logprobs(model, tokenizer, contexts, options, batch_size * 4)
-        hits, offset = [], 0
+        option_scores = continuation_logprobs(model, tokenizer, contexts, options, batch_size * 4)
+        hits, probabilities, offset = [], [], 0
         for r in rows:
             k = len(r["choices"])
-            choice_scores = scores[offset : offset + k]
+            choice_scores = option_scores[offset : offset + k]
             hits.append(choice_scores.index(max(choice_scores)) == r["gold_index"])
+            probabilities.append(_gold_probability(choice_scores, r["gold_index"]))
             offset += k
         result["acc_letter"] = letter_acc
-        correct = hits
+        result["chance"] = sum(1 / len(r["choices"]) for r in rows) / n
+        correct, scores = hits, probabilities
     result["value"] = sum(correct) / n
     result["stderr"] = _stderr(result["value"], n)
-    if log_samples:
-        result["per_example"] = [float(c) for c in correct]
+    result["examples"] = [{"doc_id": i, "correct": float(c), "score": s} for i, (c, s) in enumerate(zip(correct, scores))]
     return result
 
 
 def evaluate_builtin(
     model, tokenizer, tasks: list[str], limit: int = 200, batch_size: int = 32, seed: int = 0,
-    log_samples: bool = False,
 ) -> dict[str, dict]:
     """Evaluate on the held-out (`eval` split) toy examples of each task."""
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown built-in task(s) {unknown}; choose from {list(TASKS)}")
     return {
-        t: evaluate_rows(model, tokenizer, t, generate(t, limit, "eval", seed), batch_size, log_samples)
+        t: evaluate_rows(model, tokenizer, t, generate(t, limit, "eval", seed), batch_size)
         for t in tasks
     }

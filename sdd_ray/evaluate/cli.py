@@ -22,12 +22,17 @@ def evaluate(
     baseline: Annotated[
         str | None, typer.Option(help="Unpruned baseline: a results.json, or a model to evaluate too; adds recovery_pct.")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Examples per task; 0: all [default: 200].")] = None,
+    reference: Annotated[
+        str | None, typer.Option(help="The original model the `fidelity` task measures against (KL, top-1 agreement).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Examples per task, a seeded random sample of the split; 0: all [default: 200].")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size [default: 32].")] = None,
     backend: Annotated[str | None, typer.Option(help="Harness backend: hf (CPU/GPU) or vllm (GPU) [default: hf].")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda. [default: auto]")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16. [default: auto]")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the toy eval split [default: 0].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the document sample and the toy eval split [default: 0].")] = None,
     data_dir: Annotated[
         str | None,
         typer.Option(help="Local copies of the real benchmarks (eval/, gsm8k/) [default: $SDD_RAY_DATA_DIR, else ../shared/data if present]."),
@@ -61,7 +66,13 @@ def evaluate(
     for task, r in results["tasks"].items():
         stderr = f" ± {r['stderr']:.3f}" if r.get("stderr") is not None else ""
         console.print(f"{task:>14}  {r['metric']:<26} {r['value']:.3f}{stderr}  (n={r['n']})")
-    console.print(f"{'average':>14}  {'':<26} {results['average']:.3f}")
+    if results["average"] is not None:
+        console.print(f"{'average':>14}  {'':<26} {results['average']:.3f}")
+    if "fidelity" in results:
+        f = results["fidelity"]
+        console.print(f"{'fidelity':>14}  KL {f['kl']:.4f} nats/token, top-1 agreement {f['top1_agreement']:.3f}, "
+                      f"expected accepted length {f['expected_accepted_length']:.2f} (k={f['k']}), NLL {f['nll']:.3f} "
+                      f"(n={f['n']}, {f['tokens']} tokens)")
     if "recovery_pct" in results:
         console.print(f"{'recovery':>14}  {'':<26} {results['recovery_pct']:.1f}% of {results['baseline']['model']}")
     console.print(f"wrote {out}")
@@ -74,11 +85,18 @@ def compare(
         str | None, typer.Option(help="Comma-separated row names, one per file (e.g. baseline,no_ft,sft,sdd,merged).")
     ] = None,
     baseline: Annotated[str | None, typer.Option(help="Name of the row recovery is measured against [default: the first].")] = None,
+    pairs: Annotated[
+        str | None,
+        typer.Option(help="Paired comparisons b:a (b - a) by name, comma-separated, e.g. sdd:sft,sdd:no_ft [default: every row vs the first]."),
+    ] = None,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples of the paired CIs.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
 ) -> None:
-    """Paper-style table of several results.json files: rows = models, columns = tasks, average, recovery %."""
+    """Paper-style table of several results.json files, and paired differences with CIs and p-values."""
     from sdd_ray.evaluate.compare import run_compare
 
-    written = run_compare(results, out, parse_list(names) if names else None, baseline)
+    written = run_compare(results, out, parse_list(names) if names else None, baseline,
+                          parse_list(pairs) if pairs else None, resamples, seed)
     console.print(Path(written["files"]["markdown"]).read_text())
     for path in written["files"].values():
         console.print(f"wrote {path}")

@@ -8,6 +8,7 @@ the `toy_*` and `gsm8k_local` tasks run the same harness over local files.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -15,6 +16,10 @@ from pydantic import Field, model_validator
 from sdd_ray.config import ModelSpec, StrictModel
 from sdd_ray.data import DataSpec
 from sdd_ray.toy.tasks import TASKS as BUILTIN_TASKS
+
+FIDELITY = "fidelity"
+"""The task name of the fidelity measurement (`sdd_ray.evaluate.fidelity`); it runs with either evaluator."""
+DEFAULT_FIDELITY_PROMPTS = str(Path(__file__).parent / "prompts" / "fidelity.jsonl")
 
 
 class HarnessTask(StrictModel):
@@ -72,12 +77,29 @@ class HarnessConfig(StrictModel):
     read from its local copy when there is one (`sdd_ray.data.local_copy`)."""
     apply_chat_template: bool = False
     """Wrap prompts in the tokenizer's chat template (instruct models on real benchmarks)."""
+    max_batch_tokens: int | None = Field(4096, gt=0)
+    """`hf` backend: at most this many padded tokens per log-likelihood batch (rows x longest row), besides
+    `batch_size` rows; bounds the (rows, length, vocabulary) logits (None: `batch_size` rows, lm-eval's batching)."""
     bootstrap_iters: int = Field(1000, ge=0)
     """Bootstrap resamples for the stderr of non-mean metrics (0: no stderr)."""
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     """vLLM only: the share of GPU memory vLLM may take."""
     max_model_len: int | None = Field(None, gt=0)
     """vLLM only: the context length to allocate for (None: the model's)."""
+
+
+class FidelityConfig(StrictModel):
+    """How close the model's next-token distributions stay to the reference's, on the reference's own answers."""
+
+    prompts: DataSpec = Field(default_factory=lambda: DataSpec(source=DEFAULT_FIDELITY_PROMPTS, split="test"))
+    """Held-out prompts (the instruction and input columns are used): any data source; the default ships
+    with sdd_ray (general, math and coding instructions)."""
+    max_new_tokens: int = Field(64, gt=0)
+    """Length cap of the reference's greedy answers."""
+    k: int = Field(4, gt=0)
+    """Draft length for the expected accepted length (1 - a^(k+1)) / (1 - a) of speculative decoding."""
+    cache_dir: str | None = None
+    """Where the reference's answers are kept, by content (None: `~/.cache/sdd_ray/fidelity`)."""
 
 
 class RayResources(StrictModel):
@@ -99,14 +121,20 @@ class EvaluateConfig(StrictModel):
     """Task names; None: `arith, facts, instruct` (builtin) or the leaderboard-v1 six (harness)."""
     evaluator: Literal["builtin", "harness"] = "builtin"
     limit: int | None = Field(200, gt=0)
-    """Examples per task (None: the whole task; the toy tasks then have 1000)."""
+    """Examples per task: a seeded random sample of the task's split, the same for every model with the same
+    `seed` (None: the whole split; the toy tasks then have 1000)."""
     batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] = 32
     """`auto` (harness only): lm-eval sizes batches itself; with vLLM, every request goes to the engine at once."""
     seed: int = 0
-    """Seed of the toy `eval` split (the same seed gives the same examples to both evaluators)."""
+    """Seed of the document sample, of the toy `eval` split and of lm-eval's few-shot draw."""
     baseline: str | None = None
     """A `results.json` of the unpruned model, or a model to evaluate first; gives `recovery_pct`."""
     harness: HarnessConfig = Field(default_factory=HarnessConfig)
+    reference: str | None = None
+    """The original model for the `fidelity` task (a directory, hub id or `toy-teacher`)."""
+    fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
+    pairs: list[str] | None = None
+    """Paired comparisons for reports, `b:a` (b - a) by name; None: the report's default."""
     resources: RayResources = Field(default_factory=RayResources)
     use_ray: bool = False
     """Evaluate as Ray tasks (model and baseline in parallel; on a cluster, on a GPU node)."""
@@ -120,9 +148,9 @@ class EvaluateConfig(StrictModel):
             known, hint = list(BUILTIN_TASKS), ""
         else:
             known, hint = list(self.harness.task_settings), " (add lm-eval tasks under harness.task_settings)"
-        unknown = [t for t in self.tasks if t not in known]
+        unknown = [t for t in self.tasks if t not in known and t != FIDELITY]
         if unknown:
-            raise ValueError(f"unknown {self.evaluator} task(s) {unknown}; choose from {known}{hint}")
+            raise ValueError(f"unknown {self.evaluator} task(s) {unknown}; choose from {[*known, FIDELITY]}{hint}")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks repeat a name: {self.tasks}")
         if self.batch_size == "auto" and self.evaluator != "harness":

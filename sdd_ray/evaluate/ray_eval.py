@@ -16,9 +16,7 @@ from sdd_ray.evaluate.recovery import average
 from sdd_ray.evaluate.single import evaluate_model
 
 
-def evaluate_many(
-    models: list[str | Path | ModelSpec], cfg: EvaluateConfig, log_samples: bool = False
-) -> list[dict]:
+def evaluate_many(models: list[str | Path | ModelSpec], cfg: EvaluateConfig) -> list[dict]:
     """Results of every model in `models` on `cfg.tasks`, in the order given."""
     import ray
 
@@ -31,13 +29,14 @@ def evaluate_many(
     )
     task_groups = [[t] for t in cfg.tasks] if cfg.resources.split_tasks else [list(cfg.tasks)]
     refs = [
-        [remote.remote(cfg.model_copy(update={"model": as_spec(m), "tasks": group}), log_samples) for group in task_groups]
+        [remote.remote(cfg.model_copy(update={"model": as_spec(m), "tasks": group})) for group in task_groups]
         for m in models
     ]
     results = []
     for pieces in (ray.get(model_refs) for model_refs in refs):
         merged = dict(pieces[0])
         merged["tasks"] = {t: r for piece in pieces for t, r in piece["tasks"].items()}
-        merged["average"] = average(merged["tasks"])
+        merged["average"] = average(merged["tasks"]) if merged["tasks"] else None
+        merged.update({key: piece[key] for piece in pieces for key in ("fidelity",) if key in piece})
         results.append(merged)
     return results

@@ -1,7 +1,9 @@
 """Average accuracy and recovery against the unpruned baseline, as the paper defines them.
 
 Recovery % = (average accuracy of the model over the task suite) / (average accuracy of the
-unpruned baseline over the same suite) x 100 (Thangarasa et al. 2024, Sec. 4). Averages over
+unpruned baseline over the same suite) x 100 (Thangarasa et al. 2024, Sec. 4). Beside it,
+chance-corrected recovery subtracts the accuracy of guessing from both averages, so that a model at
+chance scores 0%, not the ~60-75% the paper's ratio gives it on 2-5-option tasks. Averages over
 different task sets, or over the same tasks scored by different metrics or on different numbers of
 examples, are not comparable, so they are errors.
 """
@@ -61,6 +63,11 @@ def check_same_tasks(results: dict, baseline: dict, names: tuple[str, str] = ("m
                 f"task {task!r} has n={ra.get('n')} examples in {names[0]} but n={rb.get('n')} in {names[1]}; "
                 "evaluate both with the same --limit"
             )
+        if ra.get("documents") and rb.get("documents") and ra["documents"] != rb["documents"]:
+            raise ResultsMismatchError(
+                f"task {task!r} was scored on different documents in {names[0]} and {names[1]}; "
+                "evaluate both with the same --limit and --seed"
+            )
 
 
 def recovery_pct(results: dict, baseline: dict) -> float:
@@ -70,6 +77,30 @@ def recovery_pct(results: dict, baseline: dict) -> float:
     if base == 0:
         raise ResultsError("the baseline's average accuracy is 0: recovery is undefined")
     return 100.0 * average(results["tasks"]) / base
+
+
+CHANCE = {
+    "hellaswag": 0.25, "piqa": 0.5, "arc_easy": 0.25, "arc_challenge": 0.25, "openbookqa": 0.25, "winogrande": 0.5,
+    "commonsense_qa": 0.2, "mmlu": 0.25, "boolq": 0.5, "sciq": 0.25, "social_i_qa": 1 / 3, "lambada_openai": 0.0,
+    "gsm8k": 0.0, "gsm8k_local": 0.0, "toy_arith": 0.0, "toy_instruct": 0.0, "arith": 0.0, "instruct": 0.0,
+}
+"""1 / options of the tasks whose results predate the per-task `chance` (new results carry their own)."""
+
+
+def chance_level(task: str, result: dict) -> float | None:
+    """The accuracy of guessing uniformly among a task's options (0 for generated answers); None: unknown."""
+    return result.get("chance", CHANCE.get(task))
+
+
+def chance_corrected_recovery_pct(results: dict, baseline: dict) -> float | None:
+    """(average - chance) / (baseline average - chance) x 100: recovery of what the baseline gains over guessing."""
+    check_same_tasks(results, baseline)
+    chances = [chance_level(t, r) for t, r in baseline["tasks"].items()]
+    if any(c is None for c in chances):
+        return None
+    floor = sum(chances) / len(chances)
+    gain = average(baseline["tasks"]) - floor
+    return 100.0 * (average(results["tasks"]) - floor) / gain if gain > 0 else None
 
 
 def load_results(path: str | Path) -> dict:

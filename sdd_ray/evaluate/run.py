@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sdd_ray.config import ModelSpec
 from sdd_ray.evaluate.config import EvaluateConfig
+from sdd_ray.evaluate.examples import without_examples, write_examples
 from sdd_ray.evaluate.recovery import (
     average,
     check_same_seed,
@@ -51,7 +52,7 @@ def run_evaluate(cfg: EvaluateConfig, out: str | Path | None = None) -> dict:
     evaluated = _evaluate_all(cfg, models)
     results = evaluated[0]
     if cfg.baseline:
-        baseline = baseline or evaluated[1]
+        baseline = baseline or without_examples(evaluated[1])
         results["recovery_pct"] = recovery_pct(results, baseline)
         results["baseline"] = {
             "model": baseline.get("model"),
@@ -60,5 +61,6 @@ def run_evaluate(cfg: EvaluateConfig, out: str | Path | None = None) -> dict:
             "tasks": baseline["tasks"],
         }
     if out is not None:
+        write_examples(results, Path(out))
         write_json(results, out)
     return results

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sdd_ray.evaluate.config import EvaluateConfig
+from sdd_ray.evaluate.config import FIDELITY, EvaluateConfig
+from sdd_ray.evaluate.examples import documents_id
 from sdd_ray.evaluate.recovery import average
 
 
@@ -17,26 +18,29 @@ def with_data_dir_found(cfg: EvaluateConfig) -> EvaluateConfig:
     return cfg.model_copy(update={"harness": cfg.harness.model_copy(update=decided)})
 
 
-def evaluate_model(cfg: EvaluateConfig, log_samples: bool = False) -> dict:
-    """Results of `cfg.model` on `cfg.tasks`: {model, evaluator, tasks: {task: {metric, value, stderr, n}}, average}."""
+def evaluate_model(cfg: EvaluateConfig) -> dict:
+    """Results of `cfg.model` on `cfg.tasks`: {model, evaluator, tasks: {task: {metric, value, stderr, n, chance,
+    examples}}, average[, fidelity]}; `examples` are the per-document records that `run_evaluate` writes out."""
     import torch
 
     cfg = with_data_dir_found(cfg)
-    if cfg.evaluator == "harness":
+    names = [t for t in cfg.tasks if t != FIDELITY]
+    tasks: dict[str, dict] = {}
+    if names and cfg.evaluator == "harness":
         from sdd_ray.evaluate.harness import evaluate_harness
 
-        tasks = evaluate_harness(cfg.model, cfg.tasks, cfg, log_samples)
+        tasks = evaluate_harness(cfg.model, names, cfg)
         for name, result in tasks.items():
             result["num_fewshot"] = cfg.harness.task_settings[name].num_fewshot
-    else:
+    elif names:
         from sdd_ray.evaluate.builtin import evaluate_builtin
         from sdd_ray.models import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(cfg.model)
         with torch.inference_mode():
-            tasks = evaluate_builtin(
-                model, tokenizer, cfg.tasks, cfg.limit or 1000, cfg.batch_size, cfg.seed, log_samples
-            )
+            tasks = evaluate_builtin(model, tokenizer, names, cfg.limit or 1000, cfg.batch_size, cfg.seed)
+    for result in tasks.values():
+        result["documents"] = documents_id(result["examples"])
     results = {
         "model": cfg.model.path,
         "evaluator": cfg.evaluator,
@@ -44,8 +48,12 @@ def evaluate_model(cfg: EvaluateConfig, log_samples: bool = False) -> dict:
         "limit": cfg.limit,
         "seed": cfg.seed,
         "tasks": tasks,
-        "average": average(tasks),
+        "average": average(tasks) if tasks else None,
     }
     if cfg.evaluator == "harness":
         results["data_dir"] = cfg.harness.data_dir  # the local benchmark copies read; None: the hub
+    if FIDELITY in cfg.tasks:
+        from sdd_ray.evaluate.fidelity import evaluate_fidelity
+
+        results[FIDELITY] = evaluate_fidelity(cfg)
     return results

@@ -36,7 +36,8 @@ WIRED = {
     DistillConfig: {"teacher"},
     FinetuneConfig: {"model", "data", "response_column", "storage_path", "run_name"},
     MergeConfig: {"models", "base_model"},
-    EvaluateConfig: {"model", "baseline", "use_ray", "resources"},  # placement: `ray.resources.evaluate`
+    # placement: `ray.resources.evaluate`; `reference` (fidelity): the unpruned model
+    EvaluateConfig: {"model", "baseline", "use_ray", "resources", "reference"},
     SpecDecConfig: {"target", "drafts"},
 }
 

@@ -116,13 +116,17 @@ def build_plan(cfg: RunConfig, out: Path) -> Plan:
     evaluate_block = cfg.evaluate.model_dump()
 
     def evaluation(arm: str, size: int | None, model: Job | None) -> Job:
+        """The evaluation of one arm; `fidelity` among the tasks measures it against the unpruned model."""
+        fidelity = "fidelity" in (cfg.evaluate.tasks or [])
+        reference = {"reference": base.path} if fidelity else {}
         unit = StageUnit(
             "evaluate", f"evaluate[{arm}" + (f", bs={size}]" if size is not None else "]"),
-            _settings(cfg.evaluate, model=model_key if model is None else None),
+            _settings(cfg.evaluate, model=model_key if model is None else None,
+                      **({"reference": model_key} if fidelity else {})),
             {"model": model.unit} if model is not None else {},
         )
         spec = base.model_dump() if model is None else _spec(plan.artifact(model), base)
-        config = EvaluateConfig(**{**evaluate_block, "model": spec})
+        config = EvaluateConfig(**{**evaluate_block, **reference, "model": spec})
         job = plan.add(Job(unit, config, f"{config.evaluator} evaluation on {', '.join(config.tasks)}"))
         plan.evaluations[(arm, size)] = job
         return job

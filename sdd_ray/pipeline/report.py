@@ -18,7 +18,11 @@ from sdd_ray.pipeline.plan import Plan
 from sdd_ray.plotting import pyplot, save_figure
 
 ARM_NAMES = {"baseline": "Baseline", "no_ft": "No FT", "sft": "SFT", "sdd": "SDD", "merged": "Merged (SLERP)"}
-ARM_ORDER = ("baseline", "no_ft", "sft", "sdd", "merged")
+"""Display names of the usual arms; any other label (`sdd-s1`) is shown as it is."""
+
+
+def arm_name(arm: str) -> str:
+    return ARM_NAMES.get(arm, arm)
 
 
 def count_parameters(model_dir: Path) -> int:
@@ -41,28 +45,63 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def arm_paths(plan: Plan, size: int) -> dict[str, Path]:
+    """{arm: results.json path} for block size `size`, baseline first, then the arms in plan order; ran only."""
+    jobs = sorted(((arm, job) for (arm, bs), job in plan.evaluations.items() if bs in (None, size)),
+                  key=lambda item: item[0] != "baseline")
+    return {arm: plan.artifact(job) for arm, job in jobs if plan.artifact(job).is_file()}
+
+
 def arm_results(plan: Plan, size: int) -> dict[str, dict]:
     """{arm: results.json} for block size `size`, baseline first, arms that ran only."""
-    found = {}
-    for arm in ARM_ORDER:
-        job = plan.evaluations.get((arm, None if arm == "baseline" else size))
-        if job is not None and plan.artifact(job).is_file():
-            found[arm] = _read_json(plan.artifact(job))
-    return found
+    return {arm: _read_json(path) for arm, path in arm_paths(plan, size).items()}
+
+
+def default_pairs(arms: list[str]) -> list[str]:
+    """Every fine-tuned arm against `no_ft`, and each `sdd*` arm against the `sft*` arm of the same suffix."""
+    pairs = [f"{arm}:no_ft" for arm in arms if "no_ft" in arms and arm not in ("baseline", "no_ft")]
+    pairs += [f"{arm}:sft{arm[3:]}" for arm in arms if arm.startswith("sdd") and f"sft{arm[3:]}" in arms]
+    return pairs
+
+
+def paired_rows(plan: Plan, size: int, pairs: list[str] | None, resamples: int = 10_000) -> list[dict]:
+    """The paired comparisons of block size `size` (`evaluate.pairs`, else `default_pairs`) on arm labels.
+
+    Pairs whose arms did not run are left out; results without per-document files give none.
+    """
+    from sdd_ray.evaluate.compare import add_paired, build_comparison, parse_pairs
+
+    paths = arm_paths(plan, size)
+    results = {arm: _read_json(path) for arm, path in paths.items()}
+    if len(results) < 2 or not all("samples" in t for r in results.values() for t in r["tasks"].values()):
+        return []
+    wanted = [p for p in (pairs if pairs is not None else default_pairs(list(results)))
+              if all(arm in results for arm in p.split(":", 1))]
+    names = list(results)
+    comparison = build_comparison(list(results.values()), names)
+    return add_paired(comparison, list(paths.values()), list(results.values()), parse_pairs(wanted, names),
+                      resamples).paired
+
+
+def fidelity_table(results: dict[str, dict]) -> dict[str, dict]:
+    """{arm: fidelity summary} of the arms evaluated with the `fidelity` task."""
+    keys = ("kl", "top1_agreement", "expected_accepted_length", "k", "nll", "n", "tokens")
+    return {arm: {k: r["fidelity"][k] for k in keys} for arm, r in results.items() if "fidelity" in r}
 
 
 def arms_summary(results: dict[str, dict]) -> dict[str, dict]:
     """`arms` of summary.json: per arm {tasks: {task: acc}, average, recovery_pct} (recovery vs baseline)."""
     from sdd_ray.evaluate.compare import build_comparison
 
+    results = {arm: r for arm, r in results.items() if r["tasks"]}
     if "baseline" not in results:
         return {arm: {"tasks": {t: r["value"] for t, r in res["tasks"].items()}, "average": res["average"],
-                      "recovery_pct": None} for arm, res in results.items()}
+                      "recovery_pct": None, "chance_corrected_recovery_pct": None} for arm, res in results.items()}
     comparison = build_comparison(list(results.values()), list(results), "baseline")
     return {
-        arm: {"tasks": scores, "average": average, "recovery_pct": recovery}
-        for arm, scores, average, recovery in zip(comparison.names, comparison.scores, comparison.averages,
-                                                   comparison.recovery)
+        arm: {"tasks": scores, "average": average, "recovery_pct": recovery, "chance_corrected_recovery_pct": corrected}
+        for arm, scores, average, recovery, corrected in zip(comparison.names, comparison.scores, comparison.averages,
+                                                              comparison.recovery, comparison.chance_recovery)
     }
 
 
@@ -81,9 +120,10 @@ def specdec_summary(plan: Plan, size: int) -> tuple[dict, dict | None]:
 def _recovery_table(results: dict[str, dict]) -> tuple[str, object | None]:
     from sdd_ray.evaluate.compare import build_comparison, to_markdown
 
+    results = {arm: r for arm, r in results.items() if r["tasks"]}
     if "baseline" not in results:
         return "_No baseline evaluation in this run: recovery cannot be computed._\n", None
-    names = [ARM_NAMES[arm] for arm in results]
+    names = [arm_name(arm) for arm in results]
     comparison = build_comparison(list(results.values()), names, ARM_NAMES["baseline"])
     return to_markdown(comparison), comparison
 
@@ -99,7 +139,7 @@ def _loss_plot(plan: Plan, size: int, out: Path) -> str | None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for arm, steps in curves.items():
-        ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], label=ARM_NAMES[arm], marker=".")
+        ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], label=arm_name(arm), marker=".")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (response tokens)")
     ax.set_title(f"Fine-tuning the pruned model (block size {size})")
@@ -115,20 +155,21 @@ def _sweep_plot(rows: list[dict], out: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = [r["params_removed_pct"] for r in rows]
     colors = {}
-    for arm in ("no_ft", "sft", "sdd", "merged"):
+    arms = list(dict.fromkeys(arm for r in rows for arm in [*r["recovery_pct"], *r["mean_accepted_length"]]))
+    for arm in arms:
         ys = [r["recovery_pct"].get(arm) for r in rows]
         if any(y is not None for y in ys):
-            (line,) = ax.plot(xs, ys, marker="o", label=f"recovery, {ARM_NAMES[arm]}")
+            (line,) = ax.plot(xs, ys, marker="o", label=f"recovery, {arm_name(arm)}")
             colors[arm] = line.get_color()
     ax.set_xticks(xs, [f"{x:.0f}%\nn={r['block_size']}" for x, r in zip(xs, rows)])
     ax.set_xlabel("parameters removed (n: layers removed)")
     ax.set_ylabel("recovery (%)")
     twin = ax.twinx()
-    for arm in ("no_ft", "sft", "sdd", "merged"):
+    for arm in arms:
         ys = [r["mean_accepted_length"].get(arm) for r in rows]
         if any(y is not None for y in ys):
             twin.plot(xs, ys, linestyle="--", color=colors.get(arm, "gray"), marker="x",
-                      label=f"accepted length, {ARM_NAMES[arm]}")
+                      label=f"accepted length, {arm_name(arm)}")
     twin.set_ylabel("mean accepted length (tokens / target pass)")
     lines = ax.get_legend_handles_labels()
     twin_lines = twin.get_legend_handles_labels()
@@ -169,11 +210,14 @@ def build_summary(cfg: RunConfig, plan: Plan, markers: dict[str, dict], out: Pat
             "mean_accepted_length": {d: s["mean_accepted_length"] for d, s in specdec.items()},
         })
     distill = _read_json(plan.artifact(plan.distill) / "stats.json") if plan.distill else None
+    primary_results = arm_results(plan, primary)
     summary = {
         "model": cfg.model.path,
         "out": str(out),
         "block_size": primary,
-        "arms": arms_summary(arm_results(plan, primary)),
+        "arms": arms_summary(primary_results),
+        "paired": paired_rows(plan, primary, cfg.evaluate.pairs),
+        "fidelity": fidelity_table(primary_results),
         "specdec": specdec_summary(plan, primary)[0],
         "stages": _stage_rows(plan, markers),
         "stage_totals_s": _stage_totals(plan, markers),
@@ -227,13 +271,32 @@ def render_report(cfg: RunConfig, plan: Plan, summary: dict, out: Path) -> str:
         f"({_fmt(share, 1, '%')} of the parameters).",
         "", "## Accuracy and recovery", "",
     ]
-    table, comparison = _recovery_table(arm_results(plan, size))
+    results = arm_results(plan, size)
+    table, comparison = _recovery_table(results)
     lines.append(table)
     if comparison is not None:
         from sdd_ray.evaluate.compare import bar_chart
 
         bar_chart(comparison, out / "accuracy.png")
         lines += ["![accuracy per task](accuracy.png)", ""]
+    if summary["paired"]:
+        from sdd_ray.evaluate.compare import paired_markdown
+
+        lines += ["## Paired differences", "",
+                  "Each pair scored on the same documents: the difference b - a in accuracy points with its paired "
+                  "95% CI and p-value, beside the unpaired CI that the two models' own standard errors give.", "",
+                  paired_markdown(summary["paired"])]
+    if summary["fidelity"]:
+        lines += ["## Fidelity to the original", "",
+                  "On held-out prompts, teacher-forced on the original's greedy answers: mean per-token "
+                  "KL(p_original || p_model), top-1 agreement a, expected accepted length (1 - a^(k+1)) / (1 - a), "
+                  "and the model's NLL of the original's answers.", "",
+                  "| arm | KL (nats/token) | top-1 agreement | expected accepted length | NLL | prompts | tokens |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for arm, f in summary["fidelity"].items():
+            lines.append(f"| {arm_name(arm)} | {f['kl']:.4f} | {f['top1_agreement']:.3f} | "
+                         f"{f['expected_accepted_length']:.2f} (k={f['k']}) | {f['nll']:.3f} | {f['n']} | {f['tokens']} |")
+        lines.append("")
 
     distances = plan.artifact(plan.prune[size]) / "distances.png"
     if distances.is_file():
@@ -265,7 +328,7 @@ def render_report(cfg: RunConfig, plan: Plan, summary: dict, out: Path) -> str:
                   "| draft | layers | mean accepted length | acceptance rate | speedup | outputs identical |",
                   "|---|---:|---:|---:|---:|---|"]
         for entry in raw["drafts"]:
-            lines.append(f"| {ARM_NAMES.get(entry['draft'], entry['draft'])} | {entry['num_layers']} | "
+            lines.append(f"| {arm_name(entry['draft'])} | {entry['num_layers']} | "
                          f"{_fmt(entry['mean_accepted_length'])} | {_fmt(entry['acceptance_rate'])} | "
                          f"{_fmt(entry['speedup'])}x | {entry['outputs_identical']} |")
         lines.append("")
