@@ -29,9 +29,9 @@ ARTIFACT = {
 """What a unit's directory holds its output under."""
 
 RESPONSE_COLUMN = {"sft": "original_response", "sdd": "response"}
-COSMETIC = {"progress", "log_every", "gradient_checkpointing"}
+COSMETIC = {"progress", "log_every", "gradient_checkpointing", "pairs"}
 """Settings that do not change a stage's output, left out of its key (gradient checkpointing recomputes
-the same activations: same gradients, less memory)."""
+the same activations: same gradients; `pairs` only chooses what the report compares)."""
 
 
 @dataclass
