@@ -348,9 +348,10 @@ def test_finetune_more_workers_than_the_cluster_has(capsys, monkeypatch, model, 
 @pytest.mark.timeout(120)
 def test_finetune_with_no_usable_rows(capsys, monkeypatch, model, tmp_path, ray_local):
     data = write_jsonl(tmp_path / "empty_responses.jsonl", [{"instruction": "say hi", "response": "  "}] * 3)
-    refused(capsys, monkeypatch, "finetune", "--model", model, "--data", data, "--out", tmp_path / "ft",
+    line = refused(capsys, monkeypatch, "finetune", "--model", model, "--data", data, "--out", tmp_path / "ft",
             "--num-workers", "1", "--cpus-per-worker", "0.5", "--strategy", "ddp", inputs=[model, data], ray_local=ray_local,
-            expect="no usable rows to train on (rows dropped: 3 empty response)")
+            expect="no valid rows (3 rejected; first: response (column 'response') is empty)")
+    assert "original_response" not in line  # the SFT hint is for a missing original_response only
 
 
 def test_run_checks_resources_before_any_stage(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from sdd_ray.config import ConfigError, ModelSpec, validate_config
+from sdd_ray.config import ConfigError, ModelSpec, UserError, validate_config
 from sdd_ray.finetune.config import FinetuneConfig, LoraSpec
 from sdd_ray.finetune.data import (
     IGNORE_INDEX,
@@ -157,7 +157,7 @@ def test_empty_and_column_less_data_fail_before_training(ray_local, tiny_llama, 
     with pytest.raises(DataError, match=r"no valid rows \(4 rejected; first: missing field 'instruction'"):
         load_checked_dataset(_config(tiny_llama, tmp_path, data=str(wrong)))
     (tmp_path / "nodata").mkdir()
-    with pytest.raises(ConfigError, match=r"no data/\*.parquet"):
+    with pytest.raises(UserError, match=r"no data/\*.parquet"):
         load_checked_dataset(_config(tiny_llama, tmp_path, data=str(tmp_path / "nodata")))
 
 

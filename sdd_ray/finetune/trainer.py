@@ -36,7 +36,7 @@ def read_dataset(spec: DataSpec, response_column: str = "response"):
     if not valid:
         if not rejected:
             raise DataError(f"{spec.source}: the data set is empty")
-        hint = SFT_HINT if response_column in rejected[0]["reject_reason"] else ""
+        hint = SFT_HINT if response_column == "original_response" and response_column in rejected[0]["reject_reason"] else ""
         raise DataError(f"{spec.source}: no valid rows ({len(rejected)} rejected; first: "
                         f"{rejected[0]['reject_reason']}){hint}")
     keep = (*CANONICAL, *extra)
