@@ -70,15 +70,16 @@ def test_report_fidelity_table():
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_pipeline_report_has_paired_differences_and_fidelity(ray_local, tiny_llama, tmp_path):
-    """baseline -> prune -> evaluate with `fidelity`: the report pairs no_ft with the baseline, fidelity per arm."""
+def test_pipeline_report_has_paired_differences_and_fidelity(ray_local, toy_teacher, tmp_path):
+    """baseline -> prune -> evaluate with `fidelity`: the report pairs no_ft with the baseline, fidelity per arm.
+    The toy teacher, not a random model: recovery needs a baseline that scores above 0."""
     import yaml
 
     from sdd_ray.pipeline.config import load_run_config
     from sdd_ray.pipeline.run import run_pipeline
 
     data = {
-        "model": str(tiny_llama), "out": str(tmp_path / "run"),
+        "model": str(toy_teacher), "out": str(tmp_path / "run"),
         "prune": {"block_size": 2, "num_samples": 8, "num_workers": 0, "max_length": 64},
         "evaluate": {"limit": 3, "batch_size": 8, "tasks": ["facts", "fidelity"], "pairs": ["no_ft:baseline"],
                      "fidelity": {"prompts": {"source": "toy:instruct", "split": "test"}, "max_new_tokens": 6,

@@ -97,7 +97,7 @@ def check_resumable(cfg: FinetuneConfig, run_dir: Path) -> None:
             )
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(settings, indent=2))
+    write_text(record, json.dumps(settings, indent=2))
 
 
 def fit(cfg: FinetuneConfig, storage_path: str | Path, rejects: Path | None = None):
