@@ -12,6 +12,7 @@ import shutil
 import struct
 from pathlib import Path
 
+from sdd_ray.evaluate.endpoint import endpoint_markdown, primary_endpoint
 from sdd_ray.io import write_json, write_text
 from sdd_ray.pipeline.config import RunConfig
 from sdd_ray.pipeline.plan import Plan
@@ -211,12 +212,14 @@ def build_summary(cfg: RunConfig, plan: Plan, markers: dict[str, dict], out: Pat
         })
     distill = _read_json(plan.artifact(plan.distill) / "stats.json") if plan.distill else None
     primary_results = arm_results(plan, primary)
+    paired = paired_rows(plan, primary, cfg.evaluate.pairs)
     summary = {
         "model": cfg.model.path,
         "out": str(out),
         "block_size": primary,
         "arms": arms_summary(primary_results),
-        "paired": paired_rows(plan, primary, cfg.evaluate.pairs),
+        "paired": paired,
+        "endpoint": primary_endpoint(paired),
         "fidelity": fidelity_table(primary_results),
         "specdec": specdec_summary(plan, primary)[0],
         "stages": _stage_rows(plan, markers),
@@ -279,6 +282,12 @@ def render_report(cfg: RunConfig, plan: Plan, summary: dict, out: Path) -> str:
 
         bar_chart(comparison, out / "accuracy.png")
         lines += ["![accuracy per task](accuracy.png)", ""]
+    if summary["endpoint"]:
+        lines += ["## Primary endpoint: SDD vs SFT", "",
+                  "Δ = SDD − SFT in macro-average accuracy per seed, paired on the same documents; an effect is "
+                  "claimed only if every seed's CI excludes 0, the seeds agree in sign and every |Δ| exceeds the "
+                  "seed-noise floor |SFT seed 1 − SFT seed 0|. Fidelity (Δ KL to the original, lower is closer) "
+                  "is the secondary endpoint.", "", endpoint_markdown(summary["endpoint"])]
     if summary["paired"]:
         from sdd_ray.evaluate.compare import paired_markdown
 
