@@ -219,9 +219,9 @@ def test_local_source_refuses_tasks_without_a_local_copy():
 
 @needs_data
 @pytest.mark.timeout(900)
-def test_harness_scores_a_seeded_sample_and_writes_per_document_files(text_llama, tmp_path, monkeypatch):
+def test_harness_scores_a_seeded_sample_and_writes_per_document_files(text_llama, tmp_path, monkeypatch, capsys):
     """--limit draws seeded documents (not the first ones); accuracy is the mean of the written records;
-    batches bounded by tokens give lm-eval's own per-document numbers."""
+    batches bounded by tokens give lm-eval's own per-document numbers, with a progress bar over the requests."""
     from sdd_ray.config import validate_config
     from sdd_ray.evaluate.config import EvaluateConfig
     from sdd_ray.evaluate.examples import draw_documents
@@ -232,6 +232,7 @@ def test_harness_scores_a_seeded_sample_and_writes_per_document_files(text_llama
             "seed": 3, "batch_size": 8}
     bounded = {**base, "harness": {"max_batch_tokens": 64}}  # a few rows per batch, one where a row is longer
     results = run_evaluate(validate_config(EvaluateConfig, bounded), tmp_path / "a" / "results.json")
+    assert "Scoring log-likelihoods: 100%" in capsys.readouterr().err
     run_evaluate(validate_config(EvaluateConfig, {**base, "harness": {"max_batch_tokens": None}}),
                  tmp_path / "b" / "results.json")
     sizes = {"piqa": 1838, "arc_easy": 2376}

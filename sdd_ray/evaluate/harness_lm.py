@@ -10,6 +10,7 @@ cut, longest first, into batches of at most `max_batch_tokens` padded tokens (an
 from __future__ import annotations
 
 from lm_eval.models.huggingface import HFLM
+from tqdm import tqdm
 
 
 def token_batches(lengths: list[int], max_tokens: int, max_rows: int) -> list[list[int]]:
@@ -37,12 +38,15 @@ class TokenBudgetHFLM(HFLM):
         lengths = [min(len(context) + len(continuation), self.max_length) for _, context, continuation in requests]
         results: list = [None] * len(requests)
         rows = self.batch_size_per_gpu
+        bar = tqdm(total=len(requests), desc="Scoring log-likelihoods", unit="request", disable=disable_tqdm or self.rank != 0)
         try:
             for batch in token_batches(lengths, self.max_batch_tokens, rows):
                 self.batch_size_per_gpu = len(batch)
                 scored = super()._loglikelihood_tokens([requests[i] for i in batch], disable_tqdm=True)
                 for i, result in zip(batch, scored):
                     results[i] = result
+                bar.update(len(batch))
         finally:
+            bar.close()
             self.batch_size_per_gpu = rows
         return results
