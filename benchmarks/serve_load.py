@@ -4,11 +4,11 @@
         [--concurrency 1 4 16] [--requests 16]
 
 For each engine in turn: starts the app on a free 127.0.0.1 port (same target, draft, k and
-prompts; `--engine vllm` runs its start-up greedy-identity guard), then for each concurrency level
+prompts; `--engine vllm` runs its start-up greedy check), then for each concurrency level
 sends `max(--requests, 2 x concurrency)` greedy completions (half streamed) from that many client
 threads and records requests/s, p50/p99 latency and errors; then four malformed requests that must
 get 4xx; then stops the app. The acceptance of each engine over its load phase comes from the
-difference of its `/metrics` counters before and after, so guard and warm-up requests do not count
+difference of its `/metrics` counters before and after, so greedy-check and warm-up requests do not count
 and both engines are measured on the same requests. Without vLLM installed only `hf` runs.
 Writes benchmarks/results/serve_load.json. Loopback only; every request has a timeout and each
 level stops sending after `--deadline-s`.

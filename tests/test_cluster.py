@@ -93,9 +93,9 @@ def test_resource_check_on_a_fixed_cluster_refuses_at_once(monkeypatch):
     check_cluster_resources("distill", 2, 1.0)  # fits: no wait, no autoscaler request
 
 
-def test_gpu_guard_accepts_bf16_ties_and_catches_wrong_tokens():
+def test_gpu_greedy_check_accepts_bf16_ties_and_catches_wrong_tokens():
     """Served tokens scored by the engine's target-only prefill: (rank, logprob, top logprob) per token."""
-    from sdd_ray.serve.guard import TIE_LOGPROB, off_argmax
+    from sdd_ray.serve.greedy_check import TIE_LOGPROB, off_argmax
 
     argmax, tie, wrong = (1, -0.1, -0.1), (2, -0.80, -0.70), (7, -6.0, -0.05)
     assert off_argmax([argmax, tie, argmax]) == []  # a near-tie broken the other way is no error

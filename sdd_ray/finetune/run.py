@@ -68,7 +68,7 @@ def collect_metrics(cfg: FinetuneConfig, checkpoint_dir: Path, wall_seconds: flo
 
 def run_finetune(cfg: FinetuneConfig, out: str | Path, overwrite: bool = False) -> dict:
     """Fine-tune `cfg.model` on `cfg.data` into `out`; returns the `train_metrics.json` content."""
-    from sdd_ray.finetune.guard import claim_finetune_out
+    from sdd_ray.finetune.preflight import claim_finetune_out
     from sdd_ray.finetune.trainer import fit
 
     out = Path(out)

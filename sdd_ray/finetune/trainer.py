@@ -107,7 +107,7 @@ def fit(cfg: FinetuneConfig, storage_path: str | Path, rejects: Path | None = No
     import ray
     import ray.data
 
-    from sdd_ray.finetune.guard import check_usable_rows, check_workers
+    from sdd_ray.finetune.preflight import check_usable_rows, check_workers
     from sdd_ray.models import load_tokenizer
     from sdd_ray.runtime import connect
 

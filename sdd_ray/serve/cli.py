@@ -130,7 +130,7 @@ def start(cfg, ray_address: str | None = None, app_name: str = "sdd-ray") -> str
     """Start Serve and the app of `cfg` (joining or starting Ray); returns the base URL once it answers.
 
     With `--engine vllm` the served greedy text is first compared with the target's own
-    (`sdd_ray.serve.guard`): a mismatch shuts the app down and raises, naming the setting to change.
+    (`sdd_ray.serve.greedy_check`): a mismatch shuts the app down and raises, naming the setting to change.
     """
     from ray import serve as ray_serve
 
@@ -149,7 +149,7 @@ def start(cfg, ray_address: str | None = None, app_name: str = "sdd-ray") -> str
     ray_serve.run(application, name=app_name, route_prefix="/", blocking=False)
     url = f"http://{'127.0.0.1' if cfg.host in ('0.0.0.0', '::') else cfg.host}:{cfg.port}"
     if cfg.engine == "vllm" and cfg.verify_prompts:
-        from sdd_ray.serve.guard import verify_greedy_identity
+        from sdd_ray.serve.greedy_check import verify_greedy_identity
 
         try:
             checks = verify_greedy_identity(cfg, url)
