@@ -141,7 +141,7 @@ def release_outs() -> None:
 
 
 def claim_out(out: str | Path, stage: str, record: dict, overwrite: bool = False,
-              clear: tuple[str, ...] = ()) -> None:
+              clear: tuple[str, ...] = (), flag: str = "--out") -> None:
     """Record `record` (settings and input fingerprints) in `out`, or check it against an earlier record.
 
     A resume with a different record stops, naming what differs; with `overwrite` the earlier output
@@ -156,8 +156,8 @@ def claim_out(out: str | Path, stage: str, record: dict, overwrite: bool = False
         changed = sorted(key for key in set(before) | set(record) if before.get(key) != record.get(key))
         if changed and not overwrite:
             details = "; ".join(f"{key}: {_short(before.get(key))} -> {_short(record.get(key))}" for key in changed[:3])
-            raise InputError(f"{out}: holds a {stage} run with other inputs or settings ({details}); "
-                             "give --out a new folder, or pass --overwrite to start over")
+            raise InputError(f"{flag} {out}: holds a {stage} run with other inputs or settings ({details}); "
+                             f"give {flag} a new folder, or pass --overwrite to start over")
         start_over = bool(changed)
     else:
         start_over = overwrite
