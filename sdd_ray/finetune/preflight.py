@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sdd_ray.data import check_data_source
 from sdd_ray.finetune.config import RESUMABLE_CHANGES, FinetuneConfig
+from sdd_ray.finetune.data import tokenize_rows
 from sdd_ray.guards import (
     InputError,
     check_cluster_resources,
-    check_data_source,
     check_out,
     claim_out,
     model_record,
@@ -68,8 +69,6 @@ def check_workers(cfg: FinetuneConfig) -> None:
 
 def check_usable_rows(cfg: FinetuneConfig, dataset, tokenizer) -> None:
     """At least one row survives tokenization (else every worker would fail with nothing to train on)."""
-    from sdd_ray.finetune.data import tokenize_rows
-
     reasons: dict[str, int] = {}
     for batch in dataset.iter_batches(batch_size=256, batch_format="pyarrow"):
         examples, stats = tokenize_rows(batch.to_pylist(), tokenizer, cfg.response_column, cfg.max_length,

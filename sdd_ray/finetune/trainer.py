@@ -15,7 +15,11 @@ from pathlib import Path
 from sdd_ray.data import CANONICAL, DataSpec, read_rows, rejected_entry, split_rows
 from sdd_ray.finetune.config import FinetuneConfig
 from sdd_ray.finetune.data import DataError
+from sdd_ray.finetune.loop import train_func
+from sdd_ray.finetune.preflight import check_usable_rows, check_workers
 from sdd_ray.io import write_text
+from sdd_ray.models import load_tokenizer
+from sdd_ray.runtime import connect
 
 SFT_HINT = " (original_response comes from a distillation output; use --response-column response for plain data)"
 
@@ -58,8 +62,6 @@ def build_trainer(cfg: FinetuneConfig, storage_path: str | Path, dataset):
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from sdd_ray.finetune.loop import train_func
-
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
     model = cfg.model
     if Path(model.path).exists():  # workers run in another directory: relative paths would not resolve there
@@ -86,10 +88,6 @@ def fit(cfg: FinetuneConfig, storage_path: str | Path, rejects: Path | None = No
     Rows the data layer rejects are listed in `rejects` (JSONL: id, task, reason, record)."""
     import ray
     import ray.data
-
-    from sdd_ray.finetune.preflight import check_usable_rows, check_workers
-    from sdd_ray.models import load_tokenizer
-    from sdd_ray.runtime import connect
 
     tokenizer = load_tokenizer(cfg.model)  # a missing model fails here, before any worker starts
     connect()

@@ -21,6 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sdd_ray.config import UserError
+from sdd_ray.models import load_model, load_tokenizer
+from sdd_ray.prompts import encode_prompt, render_prompt, stop_token_ids
+from sdd_ray.runtime import cluster_gpus
+from sdd_ray.vllm_engine import cluster_device
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -61,8 +65,6 @@ class Check:
 
 def reference_texts(target, prompts: list[str], max_tokens: int) -> list[str]:
     """Target-only greedy text of each rendered prompt (transformers, float32 on the CPU)."""
-    from sdd_ray.models import load_model, load_tokenizer
-    from sdd_ray.prompts import encode_prompt, stop_token_ids
     from sdd_ray.specdec.engine import target_only_generate
 
     tokenizer = load_tokenizer(target)
@@ -77,9 +79,6 @@ def reference_texts(target, prompts: list[str], max_tokens: int) -> list[str]:
 
 def check_prompts(target, count: int) -> list[str]:
     """The first `count` questions, rendered as the target's chat (or instruction) prompts."""
-    from sdd_ray.models import load_tokenizer
-    from sdd_ray.prompts import render_prompt
-
     tokenizer = load_tokenizer(target)
     return [render_prompt(tokenizer, q) for q in QUESTIONS[:count]]
 
@@ -110,9 +109,6 @@ def engine_checks(cfg, prompts: list[str]) -> list[Check]:
     """The GPU greedy check: greedy tokens of the served engine, each scored by the same engine's target-only prefill."""
     from ray import serve
     from ray.serve.llm.openai_api_models import CompletionRequest
-
-    from sdd_ray.models import load_tokenizer
-    from sdd_ray.prompts import encode_prompt
 
     tokenizer = load_tokenizer(cfg.target)
     app_name, deployment = engine_deployment(cfg.served_name)
@@ -161,9 +157,6 @@ def verify_greedy_identity(cfg, base_url: str, reference: str = "auto") -> list[
     """
     prompts = check_prompts(cfg.target, cfg.verify_prompts)
     if reference == "auto":
-        from sdd_ray.runtime import cluster_gpus
-        from sdd_ray.vllm_engine import cluster_device
-
         reference = "engine" if cluster_device(cfg.device, cluster_gpus(), cfg.accelerator_type) == "gpu" else "transformers"
     if reference == "engine":
         checks = engine_checks(cfg, prompts)
