@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_serve import check_bad_requests, reserved_port
+from test_serve import check_bad_requests
 
 from sdd_ray.config import validate_config
 from sdd_ray.serve.config import ServeConfig
+from sdd_ray.testing.ports import reserved_port
 
 pytestmark = pytest.mark.timeout(600)
 
