@@ -13,7 +13,7 @@ are used where installed and each check that needs a missing one is `skipped` wi
 | `layer_memory_8b` | peak CUDA memory of one decoder layer at Llama-3.1-8B's width, at the 8B config's micro-batch and length (forward + backward, bf16), extrapolated to 32 layers + embeddings + logits, with and without gradient checkpointing, against 40 and 80 GB |
 | `specdec_identity` | `SpeculativeDecoder` greedy output equals target-only output on CUDA (float32: exact; bf16: counted) |
 | `prune_calibration` | angular distances from `LayerStateRecorder` on CUDA equal the CPU's (float32) |
-| `ray_data_llm_distill`, `served_pair`, `lm_eval_vllm` | `sdd-ray distill --backend vllm`, `serve --engine vllm` with its GPU guard, lm-eval's vLLM backend, on the toy teacher (need Ray, vLLM's CUDA build, lm-eval) |
+| `ray_data_llm_distill`, `served_pair`, `lm_eval_vllm` | `sdd-ray distill --backend vllm`, `serve --engine vllm` with its GPU greedy check, lm-eval's vLLM backend, on the toy teacher (need Ray, vLLM's CUDA build, lm-eval) |
 
     python benchmarks/gpu_check.py [--out benchmarks/results/gpu_check.json]
     python benchmarks/gpu_check.py --dry-run      # here, without a GPU: the CPU-checkable parts, so it is known to start
@@ -263,7 +263,7 @@ def ray_data_llm_distill(ctx: dict) -> dict:
 
 
 def served_pair(ctx: dict) -> dict:
-    """The toy teacher drafting for itself behind ray.serve.llm; start-up runs the GPU guard (engine-scored)."""
+    """The toy teacher drafting for itself behind ray.serve.llm; start-up runs the GPU greedy check (engine-scored)."""
     _needs_stack(ctx)
     import httpx
     from ray import serve

@@ -3,12 +3,12 @@
     .venv-vllm/bin/python benchmarks/serve_load.py --target T --draft D [--engines hf vllm] \
         [--concurrency 1 4 16] [--requests 16]
 
-For each engine in turn: starts the app on a free 127.0.0.1 port (same target, draft, k and
-prompts; `--engine vllm` runs its start-up greedy-identity guard), then for each concurrency level
+For each engine in turn: starts the app on a 127.0.0.1 port held for the run (same target, draft, k and
+prompts; `--engine vllm` runs its start-up greedy check), then for each concurrency level
 sends `max(--requests, 2 x concurrency)` greedy completions (half streamed) from that many client
 threads and records requests/s, p50/p99 latency and errors; then four malformed requests that must
 get 4xx; then stops the app. The acceptance of each engine over its load phase comes from the
-difference of its `/metrics` counters before and after, so guard and warm-up requests do not count
+difference of its `/metrics` counters before and after, so greedy-check and warm-up requests do not count
 and both engines are measured on the same requests. Without vLLM installed only `hf` runs.
 Writes benchmarks/results/serve_load.json. Loopback only; every request has a timeout and each
 level stops sending after `--deadline-s`.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import sys
 import time
@@ -52,12 +51,6 @@ def start_ray(attempts: int = 3) -> None:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_prompts(target: str, source: str, count: int) -> list[str]:
@@ -123,19 +116,28 @@ def acceptance(before: dict, after: dict) -> dict:
 
 
 def run_engine(engine: str, args, prompts: list[str]) -> dict:
+    """`engine`'s app on a loopback port held for the whole run (see `sdd_ray.testing.ports`)."""
+    from sdd_ray.config import validate_config
+    from sdd_ray.serve.config import ServeConfig
+    from sdd_ray.testing.ports import reserved_port
+
+    with reserved_port() as port:
+        cfg = validate_config(ServeConfig, {
+            "target": {"path": args.target}, "draft": {"path": args.draft}, "model_name": "bench", "k": args.k,
+            "port": port, "engine": engine, "max_ongoing_requests": max(args.concurrency) * 2, "device": "cpu",
+            "max_model_len": 1024 if engine == "vllm" else None,
+        })
+        return measure_engine(cfg, args, prompts)
+
+
+def measure_engine(cfg, args, prompts: list[str]) -> dict:
+    """Start the app of `cfg`, load it level by level, stop it; the engine's figures."""
     import httpx
     from ray import serve
 
-    from sdd_ray.config import validate_config
     from sdd_ray.serve.cli import start
-    from sdd_ray.serve.config import ServeConfig
 
-    port = free_port()
-    cfg = validate_config(ServeConfig, {
-        "target": {"path": args.target}, "draft": {"path": args.draft}, "model_name": "bench", "k": args.k,
-        "port": port, "engine": engine, "max_ongoing_requests": max(args.concurrency) * 2, "device": "cpu",
-        "max_model_len": 1024 if engine == "vllm" else None,
-    })
+    engine = cfg.engine
     started = time.perf_counter()
     base = start(cfg, app_name=f"sdd-ray-bench-{engine}")
     startup_s = time.perf_counter() - started

@@ -3,7 +3,7 @@
 Greedy speculative decoding must reproduce the target's own greedy tokens. This runs vLLM's offline
 `LLM` with the pruned draft under each setting in `SETTINGS` (one engine per subprocess, one at a
 time), on the same chat prompts, and compares every output with HF transformers' target-only greedy
-tokens (float32, the same reference as the serve start-up guard). Also records engine start time and
+tokens (float32, the same reference as the serve start-up greedy check). Also records engine start time and
 vLLM's acceptance counters. Writes `benchmarks/results/vllm_cpu_settings.json`.
 
     .venv-vllm/bin/python benchmarks/vllm_cpu_settings.py --target smollm2-135m \
@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from sdd_ray.serve.guard import QUESTIONS as GUARD_QUESTIONS
+from sdd_ray.serve.greedy_check import QUESTIONS as CHECK_QUESTIONS
 
-QUESTIONS = GUARD_QUESTIONS[:4]  # the start-up guard's first prompts: the results above used these four
+QUESTIONS = CHECK_QUESTIONS[:4]  # the start-up greedy check's first prompts: the results above used these four
 
 # name -> (engine kwargs over the base, environment, use the draft). `compiled-warm` reuses the
 # compile cache that `compiled-cold` left, as a second start on the same machine would;

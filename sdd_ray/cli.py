@@ -6,15 +6,26 @@ without vLLM, lm-eval or a GPU.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import tempfile
+import threading
+import traceback
 
 import typer
 
+from sdd_ray.config import UserError
+from sdd_ray.convert import ConversionError
 from sdd_ray.convert_cli import convert
 from sdd_ray.distill.cli import distill
+from sdd_ray.distill.failures import TeacherFailureError
 from sdd_ray.evaluate.cli import compare, evaluate
 from sdd_ray.finetune.cli import finetune
+from sdd_ray.guards import release_outs
+from sdd_ray.io import is_disk_full
 from sdd_ray.merge.cli import merge
+from sdd_ray.models import ModelNotFoundError
 from sdd_ray.pipeline.cli import run
 from sdd_ray.prune.cli import prune
 from sdd_ray.serve.cli import serve
@@ -53,9 +64,6 @@ TRACEBACK_ENV = "SDD_RAY_TRACEBACK"
 
 def _unexpected(error: BaseException) -> str:
     """One line for an error no check foresaw, pointing at its traceback (written to a file, or shown on request)."""
-    import tempfile
-    import traceback
-
     with tempfile.NamedTemporaryFile("w", prefix="sdd-ray-traceback-", suffix=".txt", delete=False) as log:
         traceback.print_exception(error, file=log)
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -65,9 +73,6 @@ def _unexpected(error: BaseException) -> str:
 
 def _stop_on_sigterm() -> None:
     """SIGTERM ends the command as Ctrl-C does, so that staging folders are removed on the way out."""
-    import signal
-    import threading
-
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
@@ -79,15 +84,6 @@ def main(argv: list[str] | None = None) -> None:
     `error:` line and exit code 2; a failed teacher exit code 1; anything else one line naming the
     file that holds its traceback, exit code 1 (`SDD_RAY_TRACEBACK=1` raises it instead).
     """
-    import os
-
-    from sdd_ray.config import UserError
-    from sdd_ray.convert import ConversionError
-    from sdd_ray.distill.failures import TeacherFailureError
-    from sdd_ray.guards import release_outs
-    from sdd_ray.io import is_disk_full
-    from sdd_ray.models import ModelNotFoundError
-
     _stop_on_sigterm()
     try:
         app(args=argv)

@@ -8,6 +8,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from sdd_ray.config import load_config
+from sdd_ray.models import as_spec
+
 console = Console(stderr=True)
 
 C = TypeVar("C")
@@ -44,13 +47,9 @@ def given_flags(ctx: typer.Context, fields: dict[str, str] | None = None,
 def stage_config(ctx: typer.Context, cls: type[C], fields: dict[str, str] | None = None,
                  convert: dict[str, Callable[[Any], Any]] | None = None, skip: tuple[str, ...] = NOT_CONFIG) -> C:
     """`cls` from `--config FILE` (when given) with the typed flags on top (`given_flags`)."""
-    from sdd_ray.config import load_config
-
     return load_config(cls, ctx.params.get("config"), given_flags(ctx, fields, convert, skip))
 
 
 def model_spec(value: str) -> dict:
     """`--model PATH|HUB_ID|toy-teacher|GGUF` -> a model spec mapping."""
-    from sdd_ray.models import as_spec
-
     return as_spec(value).model_dump()

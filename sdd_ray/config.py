@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from sdd_ray.convert import converted_dir, gguf_source, is_gguf_reference
 from sdd_ray.errors import ConfigError, UserError  # noqa: F401  (re-exported: the config layer's errors)
 
 
@@ -46,8 +47,6 @@ class ModelSpec(StrictModel):
         Only the location is decided here (a `stat`, no conversion): the first stage that loads the
         model converts it (`sdd_ray.models.check_model_exists`).
         """
-        from sdd_ray.convert import converted_dir, gguf_source, is_gguf_reference
-
         if not isinstance(data, dict) or not isinstance(data.get("path"), str) or data.get("gguf"):
             return data
         if not is_gguf_reference(data["path"]):

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from sdd_ray.cli_utils import console
+from sdd_ray.config import ConfigError
+from sdd_ray.convert import convert_gguf
 
 
 def convert(
@@ -16,9 +18,6 @@ def convert(
     dtype: Annotated[str, typer.Option(help="bfloat16, float32 or float16: the dtype of the saved safetensors.")] = "bfloat16",
 ) -> None:
     """Convert a GGUF checkpoint into a plain Hugging Face checkpoint (safetensors, tokenizer, chat template)."""
-    from sdd_ray.config import ConfigError
-    from sdd_ray.convert import convert_gguf
-
     if dtype not in ("bfloat16", "float32", "float16"):
         raise ConfigError(f"command line: dtype: {dtype!r} is not one of bfloat16, float32, float16")
     path = convert_gguf(gguf, dtype, out)

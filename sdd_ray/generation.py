@@ -6,6 +6,7 @@ decoding, so that "the model's answer" means the same thing everywhere.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -119,6 +120,4 @@ def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 
 def _accepts_logits_to_keep(model) -> bool:
-    import inspect
-
     return "logits_to_keep" in inspect.signature(model.forward).parameters

@@ -24,10 +24,14 @@ import hashlib
 import json
 import os
 import shutil
+import sys
+import time
 from pathlib import Path
 
+from sdd_ray.convert import cache_root
 from sdd_ray.errors import InputError, UserError  # noqa: F401  (InputError is raised here and re-exported)
-from sdd_ray.io import STAGE_MARKER
+from sdd_ray.io import STAGE_MARKER, write_json
+from sdd_ray.runtime import max_cluster_resources
 
 SMALL_FILE = 64 * 2**20
 """Files up to this size are fingerprinted by content (sha256); larger ones by size + mtime."""
@@ -105,8 +109,6 @@ _LOCKS: dict[str, int] = {}
 def lock_file(out: str | Path) -> Path:
     """The lock file of an output folder: in the cache (`$SDD_RAY_CACHE/locks`), named by the folder's full path,
     so that nothing is left beside `--out` and two spellings of one folder share one lock."""
-    from sdd_ray.convert import cache_root
-
     resolved = str(Path(out).expanduser().resolve())
     return cache_root() / "locks" / f"out-{hashlib.sha256(resolved.encode()).hexdigest()[:16]}.lock"
 
@@ -141,14 +143,12 @@ def release_outs() -> None:
 
 
 def claim_out(out: str | Path, stage: str, record: dict, overwrite: bool = False,
-              clear: tuple[str, ...] = ()) -> None:
+              clear: tuple[str, ...] = (), flag: str = "--out") -> None:
     """Record `record` (settings and input fingerprints) in `out`, or check it against an earlier record.
 
     A resume with a different record stops, naming what differs; with `overwrite` the earlier output
     (`clear`: the names this stage writes) is removed first and the stage starts over.
     """
-    from sdd_ray.io import write_json
-
     out = Path(out)
     marker = out / STAGE_MARKER
     if marker.is_file():
@@ -156,8 +156,8 @@ def claim_out(out: str | Path, stage: str, record: dict, overwrite: bool = False
         changed = sorted(key for key in set(before) | set(record) if before.get(key) != record.get(key))
         if changed and not overwrite:
             details = "; ".join(f"{key}: {_short(before.get(key))} -> {_short(record.get(key))}" for key in changed[:3])
-            raise InputError(f"{out}: holds a {stage} run with other inputs or settings ({details}); "
-                             "give --out a new folder, or pass --overwrite to start over")
+            raise InputError(f"{flag} {out}: holds a {stage} run with other inputs or settings ({details}); "
+                             f"give {flag} a new folder, or pass --overwrite to start over")
         start_over = bool(changed)
     else:
         start_over = overwrite
@@ -198,8 +198,6 @@ def check_cluster_resources(what: str, workers: int, cpus_per_worker: float = 0.
     forever); when only the autoscaler can provide them, ask it to and wait up to `timeout_s`, saying so."""
     import ray
 
-    from sdd_ray.runtime import max_cluster_resources
-
     bundle = {r: per for r, per in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)) if per}
     most = max_cluster_resources()
     total = ray.cluster_resources()
@@ -223,10 +221,6 @@ def _lacking(bundle: dict[str, float], workers: int, total: dict) -> dict[str, f
 def _wait_for_scale_up(what: str, bundle: dict[str, float], workers: int, timeout_s: float | None,
                        poll_s: float = 5.0) -> None:
     """Ask the autoscaler for `workers` x `bundle` and wait until the cluster holds it, at most `timeout_s`."""
-    import os
-    import sys
-    import time
-
     import ray
     from ray.autoscaler.sdk import request_resources
 
@@ -244,40 +238,6 @@ def _wait_for_scale_up(what: str, bundle: dict[str, float], workers: int, timeou
     finally:
         request_resources(bundles=[])  # the job's own actors hold the nodes from here
     print(f"{what}: the cluster now has the resources", file=sys.stderr, flush=True)
-
-
-def check_data_source(source: str, flag: str = "--data", split: str | None = None) -> None:
-    """A data source can be read whole: local files exist, agree in format and hold rows; with `split`, a hub
-    data set opens (a name the hub does not know, or no network, fails here, before any work)."""
-    from sdd_ray.data import DataSpec, has_rows, hub_dataset, resolve
-
-    if source.startswith("toy:"):
-        return
-    found = resolve(DataSpec(source=source, split=split or "train"), flag)
-    if found.kind == "hf" and split is not None:
-        hub_dataset(found, split, flag)
-    elif found.files and not any(has_rows(file) for file in found.files):
-        raise InputError(f"{flag} {source}: no rows (the data is empty)")
-
-
-def check_data_columns(spec, flag: str = "--data", sample: int = 100) -> None:
-    """Refuse a local data set none of whose first `sample` rows is usable (a wrong column mapping, most often)."""
-    from sdd_ray.data import column_map, default_kind, default_task, iter_records, parse_record, source_type
-
-    if source_type(spec.source) != "local":
-        return
-    columns, task, kind = column_map(spec), default_task(spec), default_kind(spec)
-    reasons = []
-    for record in iter_records(spec, flag):
-        row = parse_record(record, columns, task, kind)
-        if not row["reject_reason"]:
-            return
-        reasons.append(row["reject_reason"])
-        if len(reasons) >= sample:
-            break
-    if reasons:
-        raise InputError(f"{flag} {spec.source}: none of the first {len(reasons)} rows is usable (first: {reasons[0]}); "
-                         "check the data's columns against the column mapping (`columns`)")
 
 
 def check_out_file(out: str | Path, inputs: dict | list = (), flag: str = "--out") -> Path:

@@ -8,10 +8,12 @@ which `transformers` and vLLM load with no sdd_ray code.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sdd_ray.config import ModelSpec
+from sdd_ray.convert import convert_gguf
 from sdd_ray.weights import check_checkpoint, check_loading_info
 
 if TYPE_CHECKING:
@@ -64,8 +66,6 @@ def check_model_exists(spec: ModelSpec) -> None:
     A spec converted from GGUF (`spec.gguf`) is converted here on first use, once, into its cache path.
     """
     if spec.gguf:
-        from sdd_ray.convert import convert_gguf
-
         convert_gguf(spec.gguf, spec.dtype, out=spec.path)
     path = Path(spec.path)
     if path.exists():
@@ -94,8 +94,6 @@ def check_model_exists(spec: ModelSpec) -> None:
 
 def check_architecture(path: Path, trust_remote_code: bool = False) -> None:
     """Refuse a checkpoint whose `model_type` this transformers does not know (unless it ships its own code)."""
-    import json
-
     from transformers import __version__
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 

@@ -199,7 +199,7 @@ def test_distill_bad_utf8_row_then_resume_with_another_teacher(capsys, monkeypat
 
 def test_finetune_resume_with_other_data_is_refused(capsys, monkeypatch, model, tmp_path):
     from sdd_ray.finetune.config import FinetuneConfig
-    from sdd_ray.finetune.guard import resume_record
+    from sdd_ray.finetune.preflight import resume_record
     from sdd_ray.guards import claim_out
     from sdd_ray.models import as_spec
 
@@ -214,7 +214,7 @@ def test_finetune_resume_with_other_data_is_refused(capsys, monkeypatch, model, 
 
 def test_resume_record_is_by_content_not_spelling(model, monkeypatch):
     from sdd_ray.finetune.config import FinetuneConfig
-    from sdd_ray.finetune.guard import resume_record
+    from sdd_ray.finetune.preflight import resume_record
     from sdd_ray.models import as_spec
 
     monkeypatch.chdir(model.parent)

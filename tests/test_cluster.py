@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from sdd_ray import guards
 from sdd_ray.config import validate_config
 from sdd_ray.guards import InputError, check_cluster_resources
 from sdd_ray.serve.config import ServeConfig
@@ -52,10 +53,8 @@ def test_cluster_gpus_counts_what_the_autoscaler_can_add(monkeypatch):
 @pytest.fixture
 def autoscaling_cluster(monkeypatch):
     """A cluster of one CPU head whose autoscaler can add up to 16 GPUs; `grows` GPUs appear after each poll."""
-    from sdd_ray import runtime
-
     state = {"GPU": 0.0, "grows": 8.0, "requests": []}
-    monkeypatch.setattr(runtime, "max_cluster_resources", lambda: {"CPU": 132, "GPU": 16})
+    monkeypatch.setattr(guards, "max_cluster_resources", lambda: {"CPU": 132, "GPU": 16})
     monkeypatch.setattr("ray.cluster_resources", lambda: {"CPU": 4.0, "GPU": state["GPU"]})
     monkeypatch.setattr("ray.autoscaler.sdk.request_resources", lambda bundles: state["requests"].append(bundles))
 
@@ -84,18 +83,16 @@ def test_resource_check_refuses_beyond_the_autoscaler_and_times_out_with_a_clear
 
 
 def test_resource_check_on_a_fixed_cluster_refuses_at_once(monkeypatch):
-    from sdd_ray import runtime
-
-    monkeypatch.setattr(runtime, "max_cluster_resources", lambda: {})
+    monkeypatch.setattr(guards, "max_cluster_resources", lambda: {})
     monkeypatch.setattr("ray.cluster_resources", lambda: {"CPU": 2.0})
     with pytest.raises(InputError, match=r"4 workers x 1 CPU = 4 CPU, but the Ray cluster has 2 CPU in all; lower"):
         check_cluster_resources("distill", 4, 1.0)
     check_cluster_resources("distill", 2, 1.0)  # fits: no wait, no autoscaler request
 
 
-def test_gpu_guard_accepts_bf16_ties_and_catches_wrong_tokens():
+def test_gpu_greedy_check_accepts_bf16_ties_and_catches_wrong_tokens():
     """Served tokens scored by the engine's target-only prefill: (rank, logprob, top logprob) per token."""
-    from sdd_ray.serve.guard import TIE_LOGPROB, off_argmax
+    from sdd_ray.serve.greedy_check import TIE_LOGPROB, off_argmax
 
     argmax, tie, wrong = (1, -0.1, -0.1), (2, -0.80, -0.70), (7, -6.0, -0.05)
     assert off_argmax([argmax, tie, argmax]) == []  # a near-tie broken the other way is no error

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from test_bad_input import models, refused  # noqa: F401  (models: a fixture refused's tests use)
 
-from sdd_ray.data import DataSpec, load_rows
-from sdd_ray.guards import InputError, check_data_source
+from sdd_ray.data import DataSpec, check_data_source, load_rows
+from sdd_ray.guards import InputError
 
 NUMERIC_TEXT = [{"id": f"{i:03d}", "instruction": f"What is {i} + 7?", "response": str(i + 7)} for i in range(12)]
 """Rows whose every value is a number written as text: an id "000", a response "14"."""

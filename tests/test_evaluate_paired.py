@@ -206,7 +206,7 @@ def test_fidelity_of_a_model_to_itself_is_perfect_and_its_answers_are_cached(toy
     def no_generation(*args, **kwargs):
         raise AssertionError("the reference's answers were generated again")
 
-    monkeypatch.setattr("sdd_ray.generation.generate_texts", no_generation)
+    monkeypatch.setattr(fidelity, "generate_texts", no_generation)
     again = fidelity.evaluate_fidelity(cfg)
     assert again["examples"] == first["examples"]
 

@@ -103,14 +103,30 @@ def test_config_rejects_impossible_combinations(tiny_llama):
                                          "precision": "fp32"})
 
 
-def test_resuming_refuses_checkpoints_of_a_different_run(tiny_llama, tmp_path):
-    from sdd_ray.finetune.trainer import check_resumable
+def test_one_resume_record_covers_out_and_a_run_dir_outside_it(tiny_llama, tmp_path):
+    """Checkpoints inside --out: its record alone; elsewhere: the same record in the run directory, compared
+    the same way, so new checkpoints of another run's settings are refused there too."""
+    from sdd_ray.finetune.preflight import claim_finetune_out
+    from sdd_ray.guards import InputError
+    from sdd_ray.io import STAGE_MARKER
+
+    default = _config(tiny_llama, tmp_path, storage_path=None)
+    claim_finetune_out(default, tmp_path / "inside", overwrite=False)
+    assert [p.name for p in (tmp_path / "inside").iterdir()] == [STAGE_MARKER]
 
     cfg = _config(tiny_llama, tmp_path)
-    check_resumable(cfg, tmp_path / "run")
-    check_resumable(cfg.model_copy(update={"max_steps": 12, "epochs": 3}), tmp_path / "run")  # may go further
-    with pytest.raises(ConfigError, match=r"different settings \(lr, response_column\)"):
-        check_resumable(cfg.model_copy(update={"response_column": "original_response", "lr": 1.0}), tmp_path / "run")
+    out, run_dir = tmp_path / "out", tmp_path / "ckpt" / cfg.run_name
+    claim_finetune_out(cfg, out, overwrite=False)
+    assert (run_dir / STAGE_MARKER).read_text() == (out / STAGE_MARKER).read_text()
+    (run_dir / "checkpoint_1").mkdir()
+    claim_finetune_out(cfg.model_copy(update={"max_steps": 12, "epochs": 3}), out, overwrite=False)  # may go further
+    other = cfg.model_copy(update={"response_column": "original_response", "lr": 1.0})
+    with pytest.raises(InputError, match=rf"^storage_path/run_name {run_dir}: .*\(lr: 0.003 -> 1.0; response_column: "
+                                         r"null -> \"original_response\"\); give storage_path/run_name a new folder"):
+        claim_finetune_out(other, tmp_path / "out2", overwrite=False)  # a new --out, the same checkpoints
+    assert (run_dir / "checkpoint_1").is_dir()
+    claim_finetune_out(other, tmp_path / "out2", overwrite=True)
+    assert [p.name for p in run_dir.iterdir()] == [STAGE_MARKER]
 
 
 def test_lora_merged_export_gives_the_adapter_models_logits(tiny_llama, tmp_path):

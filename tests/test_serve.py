@@ -7,7 +7,6 @@ import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import pytest
 from conftest import make_tiny_llama
@@ -15,6 +14,7 @@ from conftest import make_tiny_llama
 from sdd_ray.config import ConfigError, validate_config
 from sdd_ray.serve.config import ServeConfig
 from sdd_ray.serve.protocol import CompletionRequest, RequestError, parse_request
+from sdd_ray.testing.ports import reserved_port
 
 API_KEY = "test-key-123"
 PROMPT = "### Instruction:\nWhat is 12 plus 7?\n\n### Response:\n"
@@ -251,18 +251,15 @@ def test_engine_stops_decoding_within_a_step_of_a_cancelled_request(tmp_path):
 # ---- the running app ------------------------------------------------------------------------
 
 
-@contextmanager
-def reserved_port():
-    """A loopback port bound here (never released to others) that Serve's proxy can bind too.
-
-    Serve's proxy binds with SO_REUSEPORT (its default on Linux), so a socket of ours bound the
-    same way, and not listening, holds the port for the test without taking its connections.
-    """
-    with socket.socket() as held:
-        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        held.bind(("127.0.0.1", 0))
-        yield held.getsockname()[1]
+def test_reserved_port_is_held_from_others_yet_bindable_by_serves_proxy():
+    """The port stays ours for the whole block: a plain bind is refused, a SO_REUSEPORT listener (Serve's proxy) binds."""
+    with reserved_port() as port:
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))
+        with socket.socket() as proxy:
+            proxy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            proxy.bind(("127.0.0.1", port))
+            proxy.listen()
 
 
 @pytest.fixture(scope="module")

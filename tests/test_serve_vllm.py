@@ -1,6 +1,6 @@
 """`sdd-ray serve --engine vllm` for real on vLLM's CPU build: SmolLM2 with its pruned draft (`make test-vllm`).
 
-One app start (the start-up guard included) serves every check: greedy identity with the target's own
+One app start (the start-up greedy check included) serves every check: greedy identity with the target's own
 decoding, streaming, the own engine's bad-input answers, and vLLM's acceptance counters at `/metrics`.
 `make test` (and `make test-vllm`) passes the full SmolLM2 (float32) in `SDD_RAY_SMOLLM2` and its pruned copy in
 `SDD_RAY_PRUNED_SMOLLM2`; `make setup` installs vLLM in the one `.venv`.
@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_serve import check_bad_requests, reserved_port
+from test_serve import check_bad_requests
 
 from sdd_ray.config import validate_config
 from sdd_ray.serve.config import ServeConfig
+from sdd_ray.testing.ports import reserved_port
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -52,14 +53,14 @@ def vllm_server(vllm_engine, ray_local):
 def test_vllm_app_greedy_identity_streaming_bad_input_and_metrics(vllm_server):
     import httpx
 
-    from sdd_ray.serve.guard import guard_prompts, reference_texts
+    from sdd_ray.serve.greedy_check import check_prompts, reference_texts
 
     cfg, url = vllm_server
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=300) as client:
         assert client.get("/v1/models").json()["data"][0]["id"] == "smollm2"
 
-        # Greedy identity on a prompt the start-up guard did not use (multi-byte text: Japanese).
-        (prompt,) = guard_prompts(cfg.target, 4)[3:]
+        # Greedy identity on a prompt the start-up greedy check did not use (multi-byte text: Japanese).
+        (prompt,) = check_prompts(cfg.target, 4)[3:]
         (expected,) = reference_texts(cfg.target, [prompt], 24)
         body = {"model": "smollm2", "prompt": prompt, "max_tokens": 24, "temperature": 0}
         done = client.post("/v1/completions", json=body).json()
@@ -111,10 +112,10 @@ def test_vllm_app_greedy_identity_streaming_bad_input_and_metrics(vllm_server):
     assert len(speculative["acceptance_rate_by_position"]) == 4
 
 
-def test_gpu_guard_path_scores_the_served_tokens_with_the_engine_itself(vllm_server):
-    """The guard as it runs on GPUs (no transformers model in the driver): the served greedy tokens, scored by a
+def test_gpu_greedy_check_path_scores_the_served_tokens_with_the_engine_itself(vllm_server):
+    """The greedy check as it runs on GPUs (no transformers model in the driver): the served greedy tokens, scored by a
     target-only prefill in the same engine, are the target's argmax (here on the CPU build, float32)."""
-    from sdd_ray.serve.guard import verify_greedy_identity
+    from sdd_ray.serve.greedy_check import verify_greedy_identity
 
     cfg, url = vllm_server
     checks = verify_greedy_identity(cfg, url, reference="engine")

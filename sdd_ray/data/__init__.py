@@ -16,9 +16,11 @@ stands for `{source: ...}`):
   folder beside the repository), it is read instead of the hub, in the same layout.
 
 The modules, in reading order: `spec` (DataSpec, column presets), `sources` (the resolver),
-`records` (the one record validator), `read` (records and rows, on the driver or as a Ray Dataset).
+`records` (the one record validator), `read` (records and rows, on the driver or as a Ray Dataset),
+`checks` (a source can be read and its rows are usable, before any work starts).
 """
 
+from sdd_ray.data.checks import check_data_columns, check_data_source
 from sdd_ray.data.read import iter_records, load_rows, parse_batch, read_records, read_rows, split_rows
 from sdd_ray.data.records import (
     NOT_UTF8,
@@ -59,8 +61,9 @@ from sdd_ray.data.spec import (
 
 __all__ = [
     "CANONICAL", "DATA_DIR_ENV", "DATA_SUFFIXES", "DEFAULT_DATA_DIR", "LOCAL_COPIES", "NOT_UTF8", "PRESETS",
-    "PRESET_KIND", "ColumnMap", "DataSpec", "Source", "capped", "column_map", "content_id", "data_folder",
-    "decode_line", "default_kind", "default_task", "has_rows", "hub_dataset", "iter_records", "load_rows", "local_copy",
-    "local_data_dir", "parse_batch", "parse_record", "parsed_schema", "preset_name", "read_records", "read_rows",
-    "reject_duplicate", "rejected_entry", "resolve", "source_type", "split_rows", "with_split",
+    "PRESET_KIND", "ColumnMap", "DataSpec", "Source", "capped", "check_data_columns", "check_data_source",
+    "column_map", "content_id", "data_folder", "decode_line", "default_kind", "default_task", "has_rows",
+    "hub_dataset", "iter_records", "load_rows", "local_copy", "local_data_dir", "parse_batch", "parse_record",
+    "parsed_schema", "preset_name", "read_records", "read_rows", "reject_duplicate", "rejected_entry", "resolve",
+    "source_type", "split_rows", "with_split",
 ]

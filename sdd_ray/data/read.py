@@ -19,6 +19,7 @@ import pyarrow as pa
 from sdd_ray.data.records import decode_line, parse_record, parsed_schema, reject_duplicate
 from sdd_ray.data.sources import Source, hub_dataset, resolve
 from sdd_ray.data.spec import CANONICAL, DataSpec, column_map, default_kind, default_task
+from sdd_ray.toy.sources import toy_records
 
 LIGHT_TASK = {"num_cpus": 0.25}
 """CPU reservation of the read tasks: on a 2-CPU machine, actors holding whole CPUs would starve them."""
@@ -31,8 +32,6 @@ def iter_records(spec: DataSpec, flag: str = "--data") -> Iterator[Any]:
 
     def records() -> Iterator[Any]:
         if source.kind == "toy":
-            from sdd_ray.toy.sources import toy_records  # the toy world only when a toy source is read
-
             yield from toy_records(spec.source, spec.limit, spec.split)
         elif source.kind == "jsonl":
             for path in source.files:
@@ -129,8 +128,6 @@ def read_records(spec: DataSpec, rows_per_block: int | None = None, flag: str = 
 
     source = resolve(spec, flag)
     if source.kind == "toy":
-        from sdd_ray.toy.sources import toy_records
-
         items = [{"text": json.dumps(r)} for r in toy_records(spec.source, spec.limit, spec.split)]
         ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items), rows_per_block))
     elif source.kind == "jsonl":

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sdd_ray.config import StrictModel
 from sdd_ray.data.sources import source_type
+from sdd_ray.toy.sources import toy_tasks
 
 CANONICAL = ("id", "task", "kind", "instruction", "input", "response")
 
@@ -64,8 +65,6 @@ class DataSpec(StrictModel):
     @classmethod
     def _known_toy_tasks(cls, source: str) -> str:
         if source.startswith("toy:"):
-            from sdd_ray.toy.sources import toy_tasks  # the toy world is imported only for a toy source
-
             toy_tasks(source)
         return source
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sdd_ray.cli_utils import Columns, Split, console
+from sdd_ray.cli_utils import DATA_FLAGS, Columns, Split, console, model_spec, stage_config
 
 
 def distill(
@@ -29,7 +29,6 @@ def distill(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in --out when it holds a run with another teacher, data or settings.")] = False,
 ) -> None:
     """Have the teacher rewrite a fine-tuning data set (self-data distillation) on Ray Data."""
-    from sdd_ray.cli_utils import DATA_FLAGS, model_spec, stage_config
     from sdd_ray.distill.config import DistillConfig
     from sdd_ray.distill.run import run_distill
 

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from sdd_ray.config import ModelSpec, StrictModel
 from sdd_ray.data import DataSpec
 from sdd_ray.distill.gate import QualityGate
+from sdd_ray.vllm_engine import cluster_device
 
 DEFAULT_TEMPLATES = {"general": "general", "math": "math", "mc": "mc"}
 
@@ -118,8 +119,6 @@ def resolve_backend(cfg: DistillConfig) -> DistillConfig:
 
 def resolve_engine_device(options: VLLMOptions, cluster_gpus: float) -> VLLMOptions:
     """`options` with `device` and `gpu_memory_utilization` made concrete for a cluster with `cluster_gpus` GPUs."""
-    from sdd_ray.vllm_engine import cluster_device
-
     device = cluster_device(options.device, cluster_gpus, options.accelerator_type)
     memory = options.gpu_memory_utilization or (0.9 if device == "gpu" else 0.1)
     return options.model_copy(update={"device": device, "gpu_memory_utilization": memory})

@@ -22,10 +22,13 @@ import pyarrow.compute as pc
 from sdd_ray.data import read_rows
 from sdd_ray.distill.config import DistillConfig
 from sdd_ray.distill.failures import TEACHER_FAILED, TeacherFailureError, failure_message, summarize_failures
+from sdd_ray.distill.gap import distribution_gap
 from sdd_ray.distill.gate import QualityGate
+from sdd_ray.distill.generator import HFRewriter
 from sdd_ray.distill.rewrite import input_reason, load_templates, prompt_for, row_kind, select_row
 from sdd_ray.distill.schema import EMPTY_GENERATED, EMPTY_SELECTED, PREPARED, PROCESSED, to_table
 from sdd_ray.distill.shards import ShardWriter
+from sdd_ray.distill.vllm_backend import rewrite_with_vllm
 from sdd_ray.guards import check_cluster_resources
 from sdd_ray.io import write_text
 from sdd_ray.runtime import connect
@@ -71,12 +74,8 @@ def select_batch(batch: pa.Table, gate: dict | None = None) -> pa.Table:
 def generate(ds, cfg: DistillConfig):
     """Prepared rows -> rows with the teacher's rewrites, on the configured backend."""
     if cfg.backend == "vllm":
-        from sdd_ray.distill.vllm_backend import rewrite_with_vllm
-
         return rewrite_with_vllm(ds, cfg)
     import ray.data
-
-    from sdd_ray.distill.generator import HFRewriter
 
     threads = cfg.torch_threads or max(1, round(cfg.cpus_per_worker))
     return ds.map_batches(
@@ -195,8 +194,6 @@ def finish(cfg: DistillConfig, writer: ShardWriter, wall: float, first_output: t
         "data": cfg.data.source,
     }
     if cfg.gap_rows and stats["complete"]:
-        from sdd_ray.distill.gap import distribution_gap
-
         stats["distribution_gap"] = distribution_gap(cfg.teacher, writer.data_dir, cfg.gap_rows)
     write_text(Path(writer.out) / "stats.json", json.dumps(stats, indent=2))
     if error:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sdd_ray.config import ModelSpec
+from sdd_ray.models import load_model_and_tokenizer
+from sdd_ray.prompts import render_prompt
 
 
 def selected_rows(data_dir: Path, max_rows: int) -> list[dict]:
@@ -26,7 +28,6 @@ def selected_rows(data_dir: Path, max_rows: int) -> list[dict]:
 def nll_per_token(model, tokenizer, rows: list[dict], column: str, batch_size: int = 8) -> float:
     """Mean NLL per token of `rows[column]` given each row's rendered prompt (token-weighted)."""
     from sdd_ray.generation import continuation_logprobs
-    from sdd_ray.prompts import render_prompt
 
     contexts = [render_prompt(tokenizer, r["instruction"], r["input"] or "") for r in rows]
     texts = [r[column] for r in rows]
@@ -37,8 +38,6 @@ def nll_per_token(model, tokenizer, rows: list[dict], column: str, batch_size: i
 
 def distribution_gap(teacher: ModelSpec, data_dir: Path, max_rows: int) -> dict:
     """{rows, nll_per_token: {reference, rewrite}} under `teacher` on up to `max_rows` selected rewrites."""
-    from sdd_ray.models import load_model_and_tokenizer
-
     rows = selected_rows(data_dir, max_rows)
     if not rows:
         return {"rows": 0, "nll_per_token": None}

@@ -15,6 +15,7 @@ import pyarrow as pa
 from sdd_ray.config import ModelSpec
 from sdd_ray.distill.rewrite import as_chat
 from sdd_ray.distill.schema import EMPTY_GENERATED, GENERATED, PREPARED, to_table
+from sdd_ray.models import load_model_and_tokenizer
 from sdd_ray.prompts import encode_prompt
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,6 @@ class HFRewriter:
 
     def __init__(self, teacher: dict, max_new_tokens: int, batch_size: int, torch_threads: int = 1):
         import torch
-
-        from sdd_ray.models import load_model_and_tokenizer
 
         torch.set_num_threads(torch_threads)
         self.model, self.tokenizer = load_model_and_tokenizer(ModelSpec(**teacher))

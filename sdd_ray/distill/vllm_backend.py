@@ -17,13 +17,19 @@ backends would feed the teacher different prompts.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
 
 from sdd_ray.config import ModelSpec
 from sdd_ray.distill.config import DistillConfig, resolve_engine_device
+from sdd_ray.distill.rewrite import as_chat
 from sdd_ray.distill.schema import GENERATED, PREPARED, to_table
+from sdd_ray.models import load_tokenizer
+from sdd_ray.prompts import encode_prompt
+from sdd_ray.runtime import cluster_gpus
+from sdd_ray.vllm_engine import engine_args
 
 # Set by ray.data.llm on rows whose inference failed (with `should_continue_on_error`): "Type: message".
 # Such rows skip the later stages, so they carry no `generated_text` (ray/llm/_internal/batch/stages).
@@ -37,8 +43,6 @@ def engine_kwargs(cfg: DistillConfig, cluster_gpus: float) -> dict[str, Any]:
     The device is the cluster's (`resolve_engine_device`), not the driver's: a driver on a CPU head
     node still places its engines on GPU workers.
     """
-    from sdd_ray.vllm_engine import engine_args
-
     options = resolve_engine_device(cfg.vllm, cluster_gpus)
     return engine_args(
         cfg.teacher, device=options.device, max_model_len=options.max_model_len,
@@ -81,14 +85,9 @@ class PromptEncoder:
     (`encode_prompt`): the token ids the hf backend generates from, which vLLM then receives as given."""
 
     def __init__(self, teacher: dict):
-        from sdd_ray.models import load_tokenizer
-
         self.tokenizer = load_tokenizer(ModelSpec(**teacher))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from sdd_ray.distill.rewrite import as_chat
-        from sdd_ray.prompts import encode_prompt
-
         prompts = [as_chat(self.tokenizer, prompt) for prompt in batch.column("prompt").to_pylist()]
         ids = pa.array([encode_prompt(self.tokenizer, prompt) for prompt in prompts], pa.list_(pa.int32()))
         batch = batch.set_column(batch.schema.get_field_index("prompt"), "prompt", pa.array(prompts, pa.string()))
@@ -125,11 +124,7 @@ def generated_columns(batch: pa.Table, max_new_tokens: int) -> pa.Table:
 
 def rewrite_with_vllm(ds, cfg: DistillConfig):
     """Generate the rewrites of `ds` (prepared rows) with `ray.data.llm`; returns rows with GENERATED columns."""
-    from functools import partial
-
     from ray.data.llm import build_processor
-
-    from sdd_ray.runtime import cluster_gpus
 
     processor = build_processor(
         processor_config(cfg, cluster_gpus()),

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from sdd_ray.cli_utils import console, parse_list
+from sdd_ray.cli_utils import console, model_spec, parse_list, stage_config
+from sdd_ray.evaluate.compare import run_compare
+from sdd_ray.guards import check_out_file
 
 
 def evaluate(
@@ -50,10 +52,8 @@ def evaluate(
     ] = None,
 ) -> None:
     """Evaluate a model on a task suite and write results.json (per-task accuracy, n, average, recovery %)."""
-    from sdd_ray.cli_utils import model_spec, stage_config
     from sdd_ray.evaluate.config import EvaluateConfig
     from sdd_ray.evaluate.run import run_evaluate
-    from sdd_ray.guards import check_out_file
 
     cfg = stage_config(
         ctx, EvaluateConfig,
@@ -93,8 +93,6 @@ def compare(
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
 ) -> None:
     """Paper-style table of several results.json files, and paired differences with CIs and p-values."""
-    from sdd_ray.evaluate.compare import run_compare
-
     written = run_compare(results, out, parse_list(names) if names else None, baseline,
                           parse_list(pairs) if pairs else None, resamples, seed)
     console.print(Path(written["files"]["markdown"]).read_text())

@@ -22,9 +22,14 @@ from pathlib import Path
 import torch
 
 from sdd_ray.config import ConfigError
+from sdd_ray.data import load_rows
 from sdd_ray.evaluate.config import EvaluateConfig
 from sdd_ray.evaluate.examples import draw_documents
+from sdd_ray.generation import generate_texts
+from sdd_ray.guards import fingerprint
 from sdd_ray.io import write_text
+from sdd_ray.models import as_spec, load_model, load_tokenizer
+from sdd_ray.prompts import encode_prompt, render_prompt, stop_token_ids
 
 DEFAULT_CACHE = Path.home() / ".cache" / "sdd_ray" / "fidelity"
 
@@ -63,8 +68,6 @@ def summarize(records: list[dict], k: int) -> dict:
 
 def load_prompts(cfg: EvaluateConfig) -> tuple[list[int], list[dict]]:
     """(indices, rows) of the prompts: a seeded sample of `cfg.limit` rows, as every task, in source order."""
-    from sdd_ray.data import load_rows
-
     try:
         rows, _ = load_rows(cfg.fidelity.prompts)
     except FileNotFoundError as error:
@@ -77,10 +80,6 @@ def load_prompts(cfg: EvaluateConfig) -> tuple[list[int], list[dict]]:
 
 def reference_answers(reference, tokenizer, prompts: list[str], cfg: EvaluateConfig, spec) -> list[list[int]]:
     """Token ids of the reference's greedy answers (end token included when it stopped), cached by content."""
-    from sdd_ray.generation import generate_texts
-    from sdd_ray.guards import fingerprint
-    from sdd_ray.prompts import stop_token_ids
-
     key_data = {"model": spec.path, "revision": spec.revision, "weights": fingerprint(spec.path), "dtype": spec.dtype,
                 "prompts": prompts, "max_new_tokens": cfg.fidelity.max_new_tokens}
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:24]
@@ -122,9 +121,6 @@ def fidelity_records(
 
 def evaluate_fidelity(cfg: EvaluateConfig) -> dict:
     """{kl, top1_agreement, nll, expected_accepted_length, k, n, tokens, reference, prompts, examples} of `cfg.model`."""
-    from sdd_ray.models import as_spec, load_model, load_tokenizer
-    from sdd_ray.prompts import encode_prompt, render_prompt
-
     if not cfg.reference:
         raise ConfigError("task `fidelity` needs the original model: give --reference (evaluate.reference)")
     ref_spec = cfg.model.model_copy(update={"path": as_spec(cfg.reference).path, "revision": None, "gguf": None})

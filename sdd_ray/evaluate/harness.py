@@ -25,19 +25,17 @@ from sdd_ray.evaluate.local_benchmarks import (
     prepare_local_benchmarks,
 )
 from sdd_ray.evaluate.local_tasks import LOCAL_TASKS, prepare_local_tasks
+from sdd_ray.models import check_model_exists, resolve_device, resolve_dtype
+from sdd_ray.vllm_engine import engine_args
 
 
 def model_args(spec: ModelSpec, cfg: EvaluateConfig) -> dict:
     """lm-eval `model_args` of `spec` for the configured backend."""
-    from sdd_ray.models import resolve_dtype
-
     dtype = str(resolve_dtype(spec)).removeprefix("torch.")
     args = {"pretrained": spec.path, "dtype": dtype, "trust_remote_code": spec.trust_remote_code}
     if spec.revision:
         args["revision"] = spec.revision
     if cfg.harness.backend == "vllm":
-        from sdd_ray.vllm_engine import engine_args
-
         args.update(engine_args(
             spec, max_model_len=cfg.harness.max_model_len, gpu_memory_utilization=cfg.harness.gpu_memory_utilization,
             tensor_parallel_size=max(1, int(cfg.resources.num_gpus)), seed=cfg.seed,
@@ -48,8 +46,6 @@ def model_args(spec: ModelSpec, cfg: EvaluateConfig) -> dict:
 def build_lm(spec: ModelSpec, cfg: EvaluateConfig):
     """The lm-eval model object (loaded once per evaluation)."""
     from lm_eval.api.registry import get_model
-
-    from sdd_ray.models import check_model_exists, resolve_device
 
     check_model_exists(spec)
     extra = {"batch_size": cfg.batch_size}

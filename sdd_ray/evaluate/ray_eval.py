@@ -14,14 +14,13 @@ from sdd_ray.config import ModelSpec
 from sdd_ray.evaluate.config import EvaluateConfig
 from sdd_ray.evaluate.recovery import average
 from sdd_ray.evaluate.single import evaluate_model
+from sdd_ray.models import as_spec
+from sdd_ray.runtime import connect
 
 
 def evaluate_many(models: list[str | Path | ModelSpec], cfg: EvaluateConfig) -> list[dict]:
     """Results of every model in `models` on `cfg.tasks`, in the order given."""
     import ray
-
-    from sdd_ray.models import as_spec
-    from sdd_ray.runtime import connect
 
     connect()
     remote = ray.remote(evaluate_model).options(

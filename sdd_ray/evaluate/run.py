@@ -12,6 +12,7 @@ from pathlib import Path
 from sdd_ray.config import ModelSpec
 from sdd_ray.evaluate.config import EvaluateConfig
 from sdd_ray.evaluate.examples import without_examples, write_examples
+from sdd_ray.evaluate.ray_eval import evaluate_many
 from sdd_ray.evaluate.recovery import (
     average,
     check_same_seed,
@@ -22,6 +23,7 @@ from sdd_ray.evaluate.recovery import (
 )
 from sdd_ray.evaluate.single import evaluate_model, with_data_dir_found
 from sdd_ray.io import write_json
+from sdd_ray.models import as_spec
 
 __all__ = ["average", "evaluate_model", "run_evaluate"]
 
@@ -29,16 +31,12 @@ __all__ = ["average", "evaluate_model", "run_evaluate"]
 def _evaluate_all(cfg: EvaluateConfig, models: list[ModelSpec]) -> list[dict]:
     cfg = with_data_dir_found(cfg)
     if cfg.use_ray:
-        from sdd_ray.evaluate.ray_eval import evaluate_many
-
         return evaluate_many(models, cfg)
     return [evaluate_model(cfg.model_copy(update={"model": m})) for m in models]
 
 
 def run_evaluate(cfg: EvaluateConfig, out: str | Path | None = None) -> dict:
     """Evaluate `cfg.model` (and a baseline model), add `recovery_pct`, write `out` if given."""
-    from sdd_ray.models import as_spec
-
     baseline = None
     models = [cfg.model]
     if cfg.baseline and is_results_file(cfg.baseline):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from sdd_ray.evaluate.config import FIDELITY, EvaluateConfig
 from sdd_ray.evaluate.examples import documents_id
+from sdd_ray.evaluate.harness import evaluate_harness
+from sdd_ray.evaluate.local_benchmarks import benchmark_data_dir
 from sdd_ray.evaluate.recovery import average
+from sdd_ray.models import load_model_and_tokenizer
 
 
 def with_data_dir_found(cfg: EvaluateConfig) -> EvaluateConfig:
     """`cfg` with the data source this process finds written in (a folder, or the hub), so Ray workers use the same."""
-    from sdd_ray.evaluate.local_benchmarks import benchmark_data_dir
-
     if cfg.evaluator != "harness":
         return cfg
     found = benchmark_data_dir(cfg.harness.data_source, cfg.harness.data_dir)
@@ -27,14 +28,11 @@ def evaluate_model(cfg: EvaluateConfig) -> dict:
     names = [t for t in cfg.tasks if t != FIDELITY]
     tasks: dict[str, dict] = {}
     if names and cfg.evaluator == "harness":
-        from sdd_ray.evaluate.harness import evaluate_harness
-
         tasks = evaluate_harness(cfg.model, names, cfg)
         for name, result in tasks.items():
             result["num_fewshot"] = cfg.harness.task_settings[name].num_fewshot
     elif names:
         from sdd_ray.evaluate.builtin import evaluate_builtin
-        from sdd_ray.models import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(cfg.model)
         with torch.inference_mode():

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sdd_ray.cli_utils import Columns, Split, console, parse_list
+from sdd_ray.cli_utils import DATA_FLAGS, Columns, Split, console, model_spec, parse_list, stage_config
 
 
 def finetune(
@@ -43,7 +43,6 @@ def finetune(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in --out when it holds a run with another model, data or settings.")] = False,
 ) -> None:
     """Fine-tune a (pruned) model on Ray Train; rerunning the same command resumes from its last checkpoint."""
-    from sdd_ray.cli_utils import DATA_FLAGS, model_spec, stage_config
     from sdd_ray.finetune.config import FinetuneConfig
     from sdd_ray.finetune.run import run_finetune
 

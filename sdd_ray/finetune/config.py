@@ -94,7 +94,7 @@ class FinetuneConfig(StrictModel):
     max_failures: int = Field(0, ge=0)
     """Worker-group restarts Ray Train may make; each restart resumes from the last checkpoint."""
     storage_path: str | None = None
-    """Where Ray Train keeps checkpoints (default: `<out>/ray`). A rerun with the same path and name resumes."""
+    """Where Ray Train keeps checkpoints (default: `<out>/checkpoints`). A rerun with the same path and name resumes."""
     run_name: str = "finetune"
     fail_at_step: int | None = Field(None, gt=0)
     """Testing aid: raise in worker 0 after this optimizer step, once per run directory (needs storage_path)."""

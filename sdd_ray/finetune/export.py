@@ -12,6 +12,7 @@ from pathlib import Path
 from sdd_ray.config import ModelSpec
 from sdd_ray.finetune.config import LoraSpec
 from sdd_ray.io import staged
+from sdd_ray.models import load_tokenizer, save_model
 
 
 def apply_lora(model, lora: LoraSpec):
@@ -59,8 +60,6 @@ def export_model(
     (architecture, tokenizer).
     """
     import torch
-
-    from sdd_ray.models import load_tokenizer, save_model
 
     out = Path(out)
     model = empty_model(spec, getattr(torch, dtype))

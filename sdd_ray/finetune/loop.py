@@ -19,6 +19,8 @@ from pathlib import Path
 
 from sdd_ray.finetune.config import FinetuneConfig
 from sdd_ray.finetune.data import IGNORE_INDEX, DataError, collate, epoch_plan, tokenize_rows, worker_slice
+from sdd_ray.finetune.export import apply_lora, export_model
+from sdd_ray.models import load_model, load_tokenizer, resolve_dtype
 
 STATE_FILE = "train_state.json"
 EXPORT_DIR = "export"  # the final checkpoint holds the HF model here, for the driver to copy out
@@ -60,8 +62,6 @@ def _micro_batches(lengths, cfg: FinetuneConfig, step: int, steps_per_epoch: int
 
 def weights_dtype(cfg: FinetuneConfig, device):
     """The dtype the model trains and is exported in: `cfg.model.dtype`, `auto` resolved for `device`."""
-    from sdd_ray.models import resolve_dtype
-
     return resolve_dtype(cfg.model.model_copy(update={"device": device.type}))
 
 
@@ -106,9 +106,6 @@ def _load_model(cfg: FinetuneConfig, dtype, ds_config: dict | None):
     full copy on every GPU (Ray Train may also show a worker every GPU of its node).
     """
     import torch
-
-    from sdd_ray.finetune.export import apply_lora
-    from sdd_ray.models import load_model, load_tokenizer
 
     torch.manual_seed(cfg.seed)  # same adapter init on every rank
     spec = cfg.model.model_copy(update={"device": "cpu", "dtype": str(dtype).removeprefix("torch.")})
@@ -245,8 +242,6 @@ def _finish(cfg: FinetuneConfig, engine, state: dict, base: dict, rank: int, dev
     """Final checkpoint: the resumable state, the exported HF model and the run's figures."""
     import ray.train
     import torch.distributed as dist
-
-    from sdd_ray.finetune.export import export_model
 
     per_worker = [None] * dist.get_world_size()
     dist.all_gather_object(per_worker, (round(_peak_memory_mib(device), 1), round(base.pop("cpu_seconds"), 3)))

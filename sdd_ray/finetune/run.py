@@ -14,6 +14,8 @@ from pathlib import Path
 
 from sdd_ray.finetune.config import FinetuneConfig
 from sdd_ray.finetune.loop import EXPORT_DIR, STATE_FILE
+from sdd_ray.finetune.preflight import checkpoint_storage, claim_finetune_out
+from sdd_ray.finetune.trainer import fit
 from sdd_ray.io import staged, staged_file, write_json
 from sdd_ray.plotting import pyplot, save_figure
 
@@ -68,15 +70,11 @@ def collect_metrics(cfg: FinetuneConfig, checkpoint_dir: Path, wall_seconds: flo
 
 def run_finetune(cfg: FinetuneConfig, out: str | Path, overwrite: bool = False) -> dict:
     """Fine-tune `cfg.model` on `cfg.data` into `out`; returns the `train_metrics.json` content."""
-    from sdd_ray.finetune.guard import claim_finetune_out
-    from sdd_ray.finetune.trainer import fit
-
     out = Path(out)
     claim_finetune_out(cfg, out, overwrite)  # never over an input or a foreign folder; resume only the same run
     out.mkdir(parents=True, exist_ok=True)
-    storage = Path(cfg.storage_path) if cfg.storage_path else out / "checkpoints"
     started = time.perf_counter()
-    result = fit(cfg, storage, rejects=out / "rejected.jsonl")
+    result = fit(cfg, checkpoint_storage(cfg, out), rejects=out / "rejected.jsonl")
     wall = time.perf_counter() - started
     with result.checkpoint.as_directory() as directory:
         directory = Path(directory)

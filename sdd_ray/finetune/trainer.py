@@ -12,11 +12,14 @@ import json
 import sys
 from pathlib import Path
 
-from sdd_ray.config import ConfigError
 from sdd_ray.data import CANONICAL, DataSpec, read_rows, rejected_entry, split_rows
-from sdd_ray.finetune.config import RESUMABLE_CHANGES, FinetuneConfig
+from sdd_ray.finetune.config import FinetuneConfig
 from sdd_ray.finetune.data import DataError
+from sdd_ray.finetune.loop import train_func
+from sdd_ray.finetune.preflight import check_usable_rows, check_workers
 from sdd_ray.io import write_text
+from sdd_ray.models import load_tokenizer
+from sdd_ray.runtime import connect
 
 SFT_HINT = " (original_response comes from a distillation output; use --response-column response for plain data)"
 
@@ -59,8 +62,6 @@ def build_trainer(cfg: FinetuneConfig, storage_path: str | Path, dataset):
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from sdd_ray.finetune.loop import train_func
-
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
     model = cfg.model
     if Path(model.path).exists():  # workers run in another directory: relative paths would not resolve there
@@ -81,25 +82,6 @@ def build_trainer(cfg: FinetuneConfig, storage_path: str | Path, dataset):
     )
 
 
-def check_resumable(cfg: FinetuneConfig, run_dir: Path) -> None:
-    """Record the run's settings in `run_dir`; refuse to resume checkpoints made with different ones."""
-    import json
-
-    settings = cfg.model_dump(mode="json", exclude=RESUMABLE_CHANGES, exclude_defaults=True)
-    record = run_dir / "sdd_ray_finetune.json"
-    if record.is_file():
-        before = json.loads(record.read_text())
-        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-        if changed:
-            raise ConfigError(
-                f"{run_dir} holds checkpoints of a run with different settings ({', '.join(changed)}); "
-                "use another --out (or storage_path / run_name), or delete that directory to start over"
-            )
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(record, json.dumps(settings, indent=2))
-
-
 def fit(cfg: FinetuneConfig, storage_path: str | Path, rejects: Path | None = None):
     """Run the training job (resuming from the run's last checkpoint if one exists); the Ray `Result`.
 
@@ -107,12 +89,7 @@ def fit(cfg: FinetuneConfig, storage_path: str | Path, rejects: Path | None = No
     import ray
     import ray.data
 
-    from sdd_ray.finetune.guard import check_usable_rows, check_workers
-    from sdd_ray.models import load_tokenizer
-    from sdd_ray.runtime import connect
-
     tokenizer = load_tokenizer(cfg.model)  # a missing model fails here, before any worker starts
-    check_resumable(cfg, Path(storage_path).resolve() / cfg.run_name)
     connect()
     check_workers(cfg)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the workers' reads would draw bars

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from sdd_ray.cli_utils import console, parse_list
+from sdd_ray.cli_utils import console, given_flags, parse_list
+from sdd_ray.config import ConfigError
 
 
 def merge(
@@ -29,8 +30,6 @@ def merge(
     dtype: Annotated[str | None, typer.Option(help="Output dtype: float32, bfloat16 or float16 (default: base's).")] = None,
 ) -> None:
     """SLERP-merge two checkpoints of one architecture, streaming tensor by tensor, into an HF model dir."""
-    from sdd_ray.cli_utils import given_flags
-    from sdd_ray.config import ConfigError
     from sdd_ray.merge.config import load_merge_config
     from sdd_ray.merge.run import run_merge
 

@@ -21,6 +21,7 @@ mergekit form (accepted as is; see docs/merge.md):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -28,14 +29,13 @@ from pydantic import Field, field_validator, model_validator
 
 from sdd_ray.config import ModelSpec, StrictModel, apply_overrides, read_yaml, validate_config
 from sdd_ray.merge.schedule import TSetting, check_setting, get_merge_method
+from sdd_ray.models import as_spec
 
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
 
 
 def _model_entry(entry, where: str):
     """A model given as a path, a ModelSpec mapping, or a mergekit `{model: path}` entry."""
-    from sdd_ray.models import as_spec
-
     if isinstance(entry, str):
         return as_spec(entry).model_dump()
     if isinstance(entry, dict) and "model" in entry:
@@ -112,8 +112,6 @@ class MergeConfig(StrictModel):
         if isinstance(data.get("dtype"), str):
             data["dtype"] = DTYPE_ALIASES.get(data["dtype"], data["dtype"])
         if isinstance(data.get("base_model"), str):
-            from sdd_ray.models import as_spec
-
             data["base_model"] = as_spec(data["base_model"]).path
         return data
 
@@ -146,8 +144,6 @@ class MergeConfig(StrictModel):
 
 def _path_key(path: str) -> str:
     """One spelling per model: `m`, `./m/` and `/abs/m` name one local folder."""
-    import os
-
     return str(Path(path).resolve()) if os.path.exists(path) else os.path.normpath(path)
 
 

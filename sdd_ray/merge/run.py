@@ -10,10 +10,12 @@ from pathlib import Path
 
 from sdd_ray.config import ConfigError, ModelSpec
 from sdd_ray.guards import check_out
+from sdd_ray.io import staged, write_json
 from sdd_ray.merge.config import MergeConfig
 from sdd_ray.merge.merge import Checkpoint, merge_checkpoints
 from sdd_ray.merge.schedule import get_merge_method
-from sdd_ray.models import ModelNotFoundError
+from sdd_ray.models import ModelNotFoundError, as_spec
+from sdd_ray.weights import check_checkpoint
 
 ADAPTER_CONFIG = "adapter_config.json"
 METADATA_FILES = (
@@ -37,8 +39,6 @@ def copy_metadata(source: Path, target: Path, dtype: str | None = None) -> None:
 
 
 def _adapter_base(adapter_dir: Path) -> Path:
-    from sdd_ray.models import as_spec
-
     config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())
     base = config.get("base_model_name_or_path")
     if not base:
@@ -90,8 +90,6 @@ def prepare_parent(spec: ModelSpec, scratch: Path) -> tuple[Path, dict]:
 
 def check_parent_weights(path: Path) -> None:
     """Whole safetensors files whose layers match config.json (a LoRA adapter's folder has no config.json)."""
-    from sdd_ray.weights import check_checkpoint
-
     if path.is_dir():
         check_checkpoint(path)
 
@@ -114,8 +112,6 @@ def _method_counts(tensors: dict[str, dict]) -> dict[str, int]:
 def run_merge(cfg: MergeConfig, out: str | Path) -> dict:
     """Merge `cfg.models` into the HF checkpoint `out` (written whole, then renamed); returns merge.json."""
     import torch
-
-    from sdd_ray.io import staged, write_json
 
     out = Path(out)
     check_out(out, "merge", [("--models", spec.path) for spec in cfg.models], own_files=("merge.json",))

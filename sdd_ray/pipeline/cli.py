@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from sdd_ray.cli_utils import console
+
 
 def run(
     config: Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/demo.yaml.")],
@@ -15,7 +17,6 @@ def run(
         help="Ray cluster to join (default: the config's ray.address, else RAY_ADDRESS, else a local Ray).")] = None,
 ) -> None:
     """Run every stage of CONFIG (outputs cached by content), then write report.md and summary.json."""
-    from sdd_ray.cli_utils import console
     from sdd_ray.pipeline.config import load_run_config
     from sdd_ray.pipeline.run import run_pipeline
 

@@ -17,11 +17,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
 from sdd_ray.config import ConfigError, ModelSpec, StrictModel, format_validation_error, read_yaml, validate_config
-from sdd_ray.data import with_split
+from sdd_ray.data import check_data_columns, check_data_source, with_split
 from sdd_ray.distill.config import DistillConfig
 from sdd_ray.evaluate.config import EvaluateConfig
 from sdd_ray.finetune.config import FinetuneConfig
 from sdd_ray.merge.config import MergeConfig
+from sdd_ray.models import as_spec, model_num_layers
 from sdd_ray.prune.config import PruneConfig
 from sdd_ray.specdec.config import SpecDecConfig
 
@@ -168,8 +169,6 @@ class RunConfig(StrictModel):
     @field_validator("model", mode="before")
     @classmethod
     def _model_from_name(cls, value):
-        from sdd_ray.models import as_spec
-
         return as_spec(value).model_dump() if isinstance(value, (str, Path)) else value
 
     @model_validator(mode="after")
@@ -213,8 +212,6 @@ def _stage_config(cls: type[BaseModel], data: dict, source: str, prefix: str) ->
 
 def check_run_inputs(cfg: RunConfig, source: str) -> None:
     """Every local input file exists and has rows, and the distillation data has its columns: before any stage."""
-    from sdd_ray.guards import check_data_columns, check_data_source
-
     check_data_source(cfg.prune.calib.source, f"{source}: prune.calib.source")
     if cfg.distill is not None and cfg.runs("distill"):
         check_data_source(cfg.distill.data.source, f"{source}: distill.data.source")
@@ -230,8 +227,6 @@ def check_run_config(cfg: RunConfig, source: str = "<config>", check_model: bool
     """
     placeholder = cfg.model.model_dump()
     if check_model:
-        from sdd_ray.models import model_num_layers
-
         num_layers = model_num_layers(cfg.model)
         for size in cfg.prune.block_sizes:
             if size >= num_layers:

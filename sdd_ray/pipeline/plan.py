@@ -14,9 +14,16 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from sdd_ray.config import ModelSpec
+from sdd_ray.distill.config import DistillConfig
+from sdd_ray.evaluate.config import EvaluateConfig
+from sdd_ray.finetune.config import FinetuneConfig
 from sdd_ray.guards import fingerprint
+from sdd_ray.merge.config import MergeConfig
+from sdd_ray.models import TOY_TEACHER
 from sdd_ray.pipeline.cache import StageCache, StageUnit
 from sdd_ray.pipeline.config import RunConfig
+from sdd_ray.prune.config import PruneConfig
+from sdd_ray.specdec.config import SpecDecConfig
 
 ARTIFACT = {
     "prune": "model",
@@ -82,8 +89,6 @@ def arm_label(arm: str, seed: int | None) -> str:
 
 def _model_key(spec: ModelSpec) -> dict:
     """The model as it enters a key: the toy teacher by name, so keys do not depend on where the package lives."""
-    from sdd_ray.models import TOY_TEACHER
-
     data = spec.model_dump(mode="json")
     data["fingerprint"] = fingerprint(spec.path)  # weights replaced at the same path make a new key
     if Path(spec.path).resolve() == TOY_TEACHER.resolve():
@@ -103,13 +108,6 @@ def _local(path: str) -> str:
 
 def build_plan(cfg: RunConfig, out: Path) -> Plan:
     """Every unit of `cfg`'s run under `out`, with its stage config."""
-    from sdd_ray.distill.config import DistillConfig
-    from sdd_ray.evaluate.config import EvaluateConfig
-    from sdd_ray.finetune.config import FinetuneConfig
-    from sdd_ray.merge.config import MergeConfig
-    from sdd_ray.prune.config import PruneConfig
-    from sdd_ray.specdec.config import SpecDecConfig
-
     plan = Plan(StageCache(out))
     base = cfg.model
     model_key = _model_key(base)

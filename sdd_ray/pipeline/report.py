@@ -12,6 +12,7 @@ import shutil
 import struct
 from pathlib import Path
 
+from sdd_ray.evaluate.compare import add_paired, bar_chart, build_comparison, paired_markdown, parse_pairs, to_markdown
 from sdd_ray.evaluate.endpoint import endpoint_markdown, primary_endpoint
 from sdd_ray.io import write_json, write_text
 from sdd_ray.pipeline.config import RunConfig
@@ -70,8 +71,6 @@ def paired_rows(plan: Plan, size: int, pairs: list[str] | None, resamples: int =
 
     Pairs whose arms did not run are left out; results without per-document files give none.
     """
-    from sdd_ray.evaluate.compare import add_paired, build_comparison, parse_pairs
-
     paths = arm_paths(plan, size)
     results = {arm: _read_json(path) for arm, path in paths.items()}
     if len(results) < 2 or not all("samples" in t for r in results.values() for t in r["tasks"].values()):
@@ -92,8 +91,6 @@ def fidelity_table(results: dict[str, dict]) -> dict[str, dict]:
 
 def arms_summary(results: dict[str, dict]) -> dict[str, dict]:
     """`arms` of summary.json: per arm {tasks: {task: acc}, average, recovery_pct} (recovery vs baseline)."""
-    from sdd_ray.evaluate.compare import build_comparison
-
     results = {arm: r for arm, r in results.items() if r["tasks"]}
     if "baseline" not in results:
         return {arm: {"tasks": {t: r["value"] for t, r in res["tasks"].items()}, "average": res["average"],
@@ -119,8 +116,6 @@ def specdec_summary(plan: Plan, size: int) -> tuple[dict, dict | None]:
 
 
 def _recovery_table(results: dict[str, dict]) -> tuple[str, object | None]:
-    from sdd_ray.evaluate.compare import build_comparison, to_markdown
-
     results = {arm: r for arm, r in results.items() if r["tasks"]}
     if "baseline" not in results:
         return "_No baseline evaluation in this run: recovery cannot be computed._\n", None
@@ -278,8 +273,6 @@ def render_report(cfg: RunConfig, plan: Plan, summary: dict, out: Path) -> str:
     table, comparison = _recovery_table(results)
     lines.append(table)
     if comparison is not None:
-        from sdd_ray.evaluate.compare import bar_chart
-
         bar_chart(comparison, out / "accuracy.png")
         lines += ["![accuracy per task](accuracy.png)", ""]
     if summary["endpoint"]:
@@ -289,8 +282,6 @@ def render_report(cfg: RunConfig, plan: Plan, summary: dict, out: Path) -> str:
                   "seed-noise floor |SFT seed 1 − SFT seed 0|. Fidelity (Δ KL to the original, lower is closer) "
                   "is the secondary endpoint.", "", endpoint_markdown(summary["endpoint"])]
     if summary["paired"]:
-        from sdd_ray.evaluate.compare import paired_markdown
-
         lines += ["## Paired differences", "",
                   "Each pair scored on the same documents: the difference b - a in accuracy points with its paired "
                   "95% CI and p-value, beside the unpaired CI that the two models' own standard errors give.", "",

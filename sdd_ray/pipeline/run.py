@@ -9,13 +9,17 @@ pool, Ray Train's worker group) run in a zero-CPU task that only waits for them.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from pathlib import Path
 
+from sdd_ray.guards import check_cluster_resources
 from sdd_ray.pipeline.cache import StageCache
 from sdd_ray.pipeline.config import RunConfig
 from sdd_ray.pipeline.plan import ARTIFACT, Job, Plan, build_plan, upstream_jobs
+from sdd_ray.pipeline.report import write_report
+from sdd_ray.runtime import connect as connect_ray
 
 RUNNERS = {
     "prune": ("sdd_ray.prune.run", "run_prune"),
@@ -33,8 +37,6 @@ class StageFailed(RuntimeError):
 
 def run_stage(stage: str, config, out: str) -> tuple[dict, float]:
     """Run one unit (inside a Ray task): `run_<stage>(config, out)`, and its wall time."""
-    import importlib
-
     module, function = RUNNERS[stage]
     run = getattr(importlib.import_module(module), function)
     started = time.perf_counter()
@@ -59,15 +61,11 @@ class Progress:
 
 def connect(cfg: RunConfig, address: str | None = None) -> str:
     """Join the cluster at `address`, `cfg.ray.address` or `RAY_ADDRESS`; else start a local Ray."""
-    from sdd_ray.runtime import connect as connect_ray
-
     return connect_ray(address or cfg.ray.address, cfg.ray.num_cpus)
 
 
 def check_run_resources(cfg: RunConfig) -> None:
     """Workers x resources of every stage against the cluster's total: a unit that can never start fails now."""
-    from sdd_ray.guards import check_cluster_resources
-
     for stage, resources in cfg.ray.resources.items():
         if stage == "baseline" or cfg.runs(stage):
             check_cluster_resources(f"ray.resources.{stage}", 1, resources.num_cpus, resources.num_gpus,
@@ -142,8 +140,6 @@ def execute(plan: Plan, cfg: RunConfig, progress: Progress) -> dict[str, dict]:
 
 def run_pipeline(cfg: RunConfig, address: str | None = None, out: str | Path | None = None) -> dict:
     """Run the pipeline of `cfg` into `out` (default `cfg.out`); returns the summary (also `<out>/summary.json`)."""
-    from sdd_ray.pipeline.report import write_report
-
     out = Path(out or cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     progress = Progress()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sdd_ray.cli_utils import console
+from sdd_ray.cli_utils import console, model_spec, stage_config
 
 
 def prune(
@@ -31,7 +31,6 @@ def prune(
     """Remove the block of contiguous decoder layers with the smallest distance; write a plain HF checkpoint."""
     import torch
 
-    from sdd_ray.cli_utils import model_spec, stage_config
     from sdd_ray.prune.config import PruneConfig
     from sdd_ray.prune.distances import choose_block
     from sdd_ray.prune.run import run_prune

@@ -9,6 +9,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from sdd_ray.config import ModelSpec, StrictModel
 from sdd_ray.data import DataSpec, with_split
+from sdd_ray.models import model_num_layers
 
 
 class PruneConfig(StrictModel):
@@ -50,8 +51,6 @@ class PruneConfig(StrictModel):
         """Checked against a local model's config.json (cheap); hub models are checked in `run_prune`."""
         model = info.data.get("model")
         if block_size and model is not None and Path(model.path).is_dir():
-            from sdd_ray.models import model_num_layers
-
             check_block_size(block_size, model_num_layers(model))
         return block_size
 

@@ -13,15 +13,15 @@ import numpy as np
 import torch
 
 from sdd_ray.config import ModelSpec
+from sdd_ray.models import load_model_and_tokenizer
 from sdd_ray.prune.calibrate import CalibrationSums, LayerStateRecorder, batch_sums, tokenize
+from sdd_ray.runtime import connect
 
 
 class CalibrationActor:
     """Ray Data callable class: text batch -> one row of calibration sums."""
 
     def __init__(self, model: dict, max_length: int | None, metric: str, torch_threads: int = 1):
-        from sdd_ray.models import load_model_and_tokenizer
-
         torch.set_num_threads(torch_threads)
         self.model, self.tokenizer = load_model_and_tokenizer(ModelSpec(**model))
         self.max_length = max_length
@@ -62,8 +62,6 @@ def calibration_sums_ray(
 ) -> CalibrationSums:
     """Calibration sums of `texts` from a pool of `num_workers` actors (uses the running Ray, or starts one)."""
     import ray
-
-    from sdd_ray.runtime import connect
 
     connect(log_to_driver=False)
     # Sort by token-free length proxy so batches pad less; several blocks per worker keep all busy.

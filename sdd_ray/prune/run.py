@@ -15,7 +15,10 @@ from pathlib import Path
 from sdd_ray.config import ConfigError
 from sdd_ray.guards import check_out
 from sdd_ray.io import staged
+from sdd_ray.models import load_model, load_tokenizer, model_num_layers, save_model
 from sdd_ray.prune.config import PruneConfig, check_block_size
+from sdd_ray.prune.data import load_calibration_texts
+from sdd_ray.prune.plot import plot_distances
 
 PRUNING_JSON = "pruning.json"
 DISTANCES_PNG = "distances.png"
@@ -25,24 +28,10 @@ def _model_config(cfg: PruneConfig):
     """The checkpoint's config and its text config, without the weights."""
     from transformers import AutoConfig
 
-    from sdd_ray.models import model_num_layers
-
     model_num_layers(cfg.model)  # a clear error if the checkpoint is missing
     config = AutoConfig.from_pretrained(cfg.model.path, revision=cfg.model.revision,
                                         trust_remote_code=cfg.model.trust_remote_code)
     return config, (config.get_text_config() if hasattr(config, "get_text_config") else config)
-
-
-def _check_architecture(config, trust_remote_code: bool) -> None:
-    """Build the model on the meta device (no memory, no weights) and find its decoder layers."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from sdd_ray.prune.surgery import find_decoder_layers
-
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    find_decoder_layers(skeleton)
 
 
 def _check_replaceable(out: Path) -> None:
@@ -63,9 +52,7 @@ def _surgery_spec(cfg: PruneConfig, config):
 
 def calibrate(cfg: PruneConfig, num_layers: int, context: int | None):
     """Calibration sums for `cfg` (in process or on Ray Data), the model if it was loaded here, and the sample count."""
-    from sdd_ray.models import load_model, load_tokenizer
     from sdd_ray.prune.calibrate import calibration_sums, check_lengths
-    from sdd_ray.prune.data import load_calibration_texts
 
     texts = load_calibration_texts(cfg.calib, cfg.text_field, cfg.num_samples)
     tokenizer = load_tokenizer(cfg.model)
@@ -82,10 +69,8 @@ def calibrate(cfg: PruneConfig, num_layers: int, context: int | None):
 
 def run_prune(cfg: PruneConfig, out: str | Path) -> dict:
     """Prune `cfg.model` into `out`; returns the contents of `pruning.json`."""
-    from sdd_ray.models import load_model, save_model
     from sdd_ray.prune.distances import choose_block
-    from sdd_ray.prune.plot import plot_distances
-    from sdd_ray.prune.surgery import contiguous_block, remove_layers
+    from sdd_ray.prune.surgery import check_prunable, contiguous_block, remove_layers
 
     out = Path(out)
     config, text_config = _model_config(cfg)
@@ -94,7 +79,7 @@ def run_prune(cfg: PruneConfig, out: str | Path) -> dict:
         check_block_size(cfg.block_size, num_layers)
     except ValueError as error:
         raise ConfigError(f"prune.block_size: {error}") from None
-    _check_architecture(config, cfg.model.trust_remote_code)
+    check_prunable(config, cfg.model.trust_remote_code)
     check_out(out, "prune", {"--model": cfg.model.path, "--calib": cfg.calib.source}, own_files=(PRUNING_JSON,))
     _check_replaceable(out)
     with staged(out) as tmp:  # removed if anything below fails; published whole at the end

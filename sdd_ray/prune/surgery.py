@@ -17,6 +17,7 @@ without per-model code.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from sdd_ray.config import ConfigError
@@ -57,6 +58,15 @@ def find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
             f"(as model.layers in Llama, Mistral, Qwen2, Gemma, Phi-3), found {found}"
         )
     return candidates[0]
+
+
+def check_prunable(config, trust_remote_code: bool = False) -> None:
+    """Build the model of `config` on the meta device (no memory, no weights) and find its decoder layers."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    find_decoder_layers(skeleton)
 
 
 def _set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:

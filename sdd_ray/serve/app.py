@@ -28,10 +28,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ray import serve
 
+from sdd_ray.models import load_model, load_tokenizer
 from sdd_ray.prompts import IncrementalDetokenizer, stop_token_ids
 from sdd_ray.serve.config import ServeConfig
 from sdd_ray.serve.ingress import Job, bind_ingress, cancel_on_exit
 from sdd_ray.serve.protocol import STREAM_DONE, chat_body, completion_body, stream_chunk
+from sdd_ray.specdec.decoding import DecodeMetrics, Sampling
 
 
 @serve.deployment(name="speculative-engine")
@@ -41,7 +43,6 @@ class SpeculativeEngine:
     def __init__(self, config: dict):
         import torch
 
-        from sdd_ray.models import load_model, load_tokenizer
         from sdd_ray.specdec.engine import SpeculativeDecoder
 
         cfg = ServeConfig.model_validate(config)
@@ -60,8 +61,6 @@ class SpeculativeEngine:
         Each step runs on the pool and is awaited: cancelling the request stops decoding after the
         step in progress.
         """
-        from sdd_ray.specdec.engine import DecodeMetrics, Sampling
-
         loop = asyncio.get_running_loop()
         metrics = DecodeMetrics()
         sampling = Sampling(payload["temperature"], payload["top_p"], payload["seed"])
@@ -99,14 +98,10 @@ class HFClient:
     name = "hf"
 
     def __init__(self, engine, cfg: ServeConfig):
-        from sdd_ray.specdec.engine import DecodeMetrics
-
         self.engine = engine
         self.total = DecodeMetrics(requests=0)
 
     def _record(self, metrics: dict) -> None:
-        from sdd_ray.specdec.engine import DecodeMetrics
-
         self.total = self.total.merge(DecodeMetrics.from_dict({**metrics, "requests": 1}))
 
     @staticmethod

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sdd_ray.cli_utils import console
+from sdd_ray.cli_utils import NOT_CONFIG, console, model_spec, stage_config
+from sdd_ray.config import ConfigError
+from sdd_ray.models import check_model_exists, text_config
+from sdd_ray.runtime import connect
+from sdd_ray.serve.config import ServeConfig
+from sdd_ray.serve.greedy_check import verify_greedy_identity
+from sdd_ray.serve.vllm_app import build_vllm_app
 
 
 def resolve_api_key(literal: str | None = None, env: str | None = None, file: Path | None = None) -> str | None:
@@ -19,8 +26,6 @@ def resolve_api_key(literal: str | None = None, env: str | None = None, file: Pa
     empty variable, an empty file) is an error rather than a server without authentication, and a
     literal that is the name of a set variable is refused (the old `--api-key NAME` meant the variable).
     """
-    from sdd_ray.config import ConfigError
-
     given = [flag for flag, value in (("--api-key", literal), ("--api-key-env", env), ("--api-key-file", file))
              if value is not None]
     if len(given) > 1:
@@ -49,9 +54,6 @@ def resolve_api_key(literal: str | None = None, env: str | None = None, file: Pa
 
 def check_vocabularies(cfg) -> None:
     """The draft must share the target's vocabulary; checked from the configs, before any engine starts."""
-    from sdd_ray.config import ConfigError
-    from sdd_ray.models import text_config
-
     target, draft = text_config(cfg.target).vocab_size, text_config(cfg.draft).vocab_size
     if target != draft:
         raise ConfigError(f"draft {cfg.draft.path}: vocabulary of {draft} tokens differs from the target's {target} "
@@ -64,8 +66,6 @@ def check_port_free(host: str, port: int) -> None:
     Serve's proxy binds it later, after Ray and the models start; this turns its retries into one
     error up front. The socket is closed at once: the port is checked, not reserved.
     """
-    from sdd_ray.config import ConfigError
-
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as probe:
@@ -98,13 +98,7 @@ def serve(
     config: Annotated[Path | None, typer.Option(help="YAML ServeConfig; the flags given override it.")] = None,
 ) -> None:
     """Serve the target with the draft as its speculative decoder, OpenAI-compatible, on Ray Serve."""
-    import time
-
     from ray import serve as ray_serve
-
-    from sdd_ray.cli_utils import NOT_CONFIG, model_spec, stage_config
-    from sdd_ray.models import check_model_exists
-    from sdd_ray.serve.config import ServeConfig
 
     cfg = stage_config(ctx, ServeConfig, convert={"target": model_spec, "draft": model_spec},
                        skip=(*NOT_CONFIG, "api_key", "api_key_env", "api_key_file"))
@@ -130,16 +124,12 @@ def start(cfg, ray_address: str | None = None, app_name: str = "sdd-ray") -> str
     """Start Serve and the app of `cfg` (joining or starting Ray); returns the base URL once it answers.
 
     With `--engine vllm` the served greedy text is first compared with the target's own
-    (`sdd_ray.serve.guard`): a mismatch shuts the app down and raises, naming the setting to change.
+    (`sdd_ray.serve.greedy_check`): a mismatch shuts the app down and raises, naming the setting to change.
     """
     from ray import serve as ray_serve
 
-    from sdd_ray.runtime import connect
-
     connect(ray_address)
     if cfg.engine == "vllm":
-        from sdd_ray.serve.vllm_app import build_vllm_app
-
         application = build_vllm_app(cfg)  # after ray.init: ray.serve.llm reads the runtime context
     else:
         from sdd_ray.serve.app import build_app
@@ -149,8 +139,6 @@ def start(cfg, ray_address: str | None = None, app_name: str = "sdd-ray") -> str
     ray_serve.run(application, name=app_name, route_prefix="/", blocking=False)
     url = f"http://{'127.0.0.1' if cfg.host in ('0.0.0.0', '::') else cfg.host}:{cfg.port}"
     if cfg.engine == "vllm" and cfg.verify_prompts:
-        from sdd_ray.serve.guard import verify_greedy_identity
-
         try:
             checks = verify_greedy_identity(cfg, url)
         except BaseException:

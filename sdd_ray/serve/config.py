@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -73,6 +74,4 @@ class ServeConfig(StrictModel):
 
     @property
     def served_name(self) -> str:
-        from pathlib import Path
-
         return self.model_name or Path(self.target.path.rstrip("/")).name or self.target.path

@@ -28,6 +28,7 @@ from ray import serve
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from sdd_ray.models import load_tokenizer, text_config
 from sdd_ray.prompts import encode_prompt, render_messages
 from sdd_ray.serve.config import ServeConfig
 from sdd_ray.serve.protocol import (
@@ -85,8 +86,6 @@ class Front:
     """The engine-independent part of the ingress: key, parsing, prompt, counters."""
 
     def __init__(self, cfg: ServeConfig, client: EngineClient):
-        from sdd_ray.models import load_tokenizer, text_config
-
         self.cfg, self.client = cfg, client
         self.model = cfg.served_name
         self.tokenizer = load_tokenizer(cfg.target)

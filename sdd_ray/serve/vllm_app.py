@@ -13,6 +13,7 @@ from `sdd_ray.vllm_engine.engine_args`, where the CPU-correct defaults live.
 
 from __future__ import annotations
 
+from sdd_ray.runtime import cluster_gpus
 from sdd_ray.serve.config import ServeConfig
 from sdd_ray.vllm_engine import cluster_device, draft_model_config, engine_args
 
@@ -72,8 +73,6 @@ def ongoing_requests(cfg: ServeConfig, device: str) -> int:
 
 def build_vllm_app(cfg: ServeConfig):
     """The Serve application: ray.serve.llm's LLMServer (vLLM) behind sdd_ray's OpenAI ingress."""
-    from sdd_ray.runtime import cluster_gpus
-
     try:
         from sdd_ray.serve.vllm_deployments import build_app
     except ImportError as error:

@@ -28,6 +28,7 @@ from ray.serve.llm.openai_api_models import CompletionRequest as VLLMCompletionR
 from sdd_ray.serve.config import ServeConfig
 from sdd_ray.serve.ingress import Job, bind_ingress, cancel_on_exit
 from sdd_ray.serve.protocol import STREAM_DONE, RequestError
+from sdd_ray.specdec.decoding import DecodeMetrics
 
 PUBLIC_RAY_NAMES = {
     "ray.serve.llm": ("LLMConfig", "LLMServer", "build_llm_deployment"),
@@ -129,8 +130,6 @@ class VLLMClient:
 
     async def speculative(self) -> dict:
         """The own engine's counters, from vLLM's (one engine replica's, the one the call reaches)."""
-        from sdd_ray.specdec.engine import DecodeMetrics
-
         counters = await self.engine.speculative_counters.remote()
         speculative = DecodeMetrics.from_dict(counters).as_dict()
         return {key: speculative[key] for key in MEASURED_BY_VLLM}

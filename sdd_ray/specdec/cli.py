@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from sdd_ray.cli_utils import console
+from sdd_ray.cli_utils import console, model_spec, stage_config
+from sdd_ray.guards import check_out_file
+from sdd_ray.models import check_model_exists, check_same_vocabulary
 
 
 def parse_drafts(values: list[str]) -> dict[str, str]:
@@ -40,9 +42,7 @@ def specdec(
     config: Annotated[Path | None, typer.Option(help="YAML SpecDecConfig; the flags given override it.")] = None,
 ) -> None:
     """Speculative decoding vs target-only decoding on the same prompts; writes specdec.json."""
-    from sdd_ray.cli_utils import model_spec, stage_config
-    from sdd_ray.guards import check_data_source, check_out_file
-    from sdd_ray.models import check_model_exists, check_same_vocabulary
+    from sdd_ray.data import check_data_source
     from sdd_ray.specdec.config import SpecDecConfig
     from sdd_ray.specdec.run import run_specdec
 

@@ -9,11 +9,16 @@ pruned drafts: ~52 GiB in bf16).
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
 from sdd_ray.data import DataSpec, capped, iter_records
+from sdd_ray.io import write_json
+from sdd_ray.models import load_model, load_tokenizer
+from sdd_ray.prompts import prompt_token_ids, stop_token_ids
 from sdd_ray.specdec.config import SpecDecConfig
+from sdd_ray.specdec.decoding import Sampling
 
 PROMPT_FIELDS = ("prompt", "instruction", "question")
 """File rows give the user's message in the first of these fields (`input` is appended to `instruction`)."""
@@ -57,10 +62,6 @@ def _draft_entry(spec, target, identical: list[bool] | None, num_layers: int) ->
 
 def measure(cfg: SpecDecConfig, prompts: list[tuple[str, str]]) -> dict:
     """Decode `prompts` target-only and with each draft; the table of results (see docs/specdec.md)."""
-    from sdd_ray.models import load_model, load_tokenizer
-    from sdd_ray.prompts import prompt_token_ids, stop_token_ids
-    from sdd_ray.specdec.engine import Sampling
-
     tokenizer = load_tokenizer(cfg.target)
     target = load_model(cfg.target)
     stops = stop_token_ids(tokenizer, target.generation_config)
@@ -116,8 +117,6 @@ def _measure_draft(cfg: SpecDecConfig, target, draft, stops: list[int], sampling
 
 def _free_accelerator_memory() -> None:
     """Return a freed draft's memory to the device before the next draft loads."""
-    import gc
-
     import torch
 
     gc.collect()
@@ -127,8 +126,6 @@ def _free_accelerator_memory() -> None:
 
 def run_specdec(cfg: SpecDecConfig, out: str | Path) -> dict:
     """Measure, write `out` (JSON, atomically) and return the result."""
-    from sdd_ray.io import write_json
-
     prompts = load_prompts(capped(cfg.data, cfg.limit))
     if not prompts:
         raise ValueError(f"{cfg.data.source}: no prompts")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, Field
 
+from sdd_ray.evaluate.builtin import evaluate_builtin
 from sdd_ray.finetune.data import collate
 from sdd_ray.prompts import instruction_prompt, load_template, rewrite_prompt
 from sdd_ray.toy.tasks import GENERATORS, KB, TASK_KIND
@@ -115,7 +116,6 @@ def train_teacher(cfg: TeacherTrainConfig, out: Path, log=print) -> dict:
     """Train the toy teacher from scratch and save it as an HF checkpoint in `out`."""
     from transformers import LlamaForCausalLM
 
-    from sdd_ray.evaluate.builtin import evaluate_builtin
     from sdd_ray.toy.tokenizer import build_tokenizer
 
     torch.manual_seed(cfg.seed)

@@ -1,4 +1,4 @@
-"""Start-up correctness guard: the served pair's greedy output must be the target's own greedy output.
+"""Start-up greedy check: the served pair's greedy output must be the target's own greedy output.
 
 Greedy speculative decoding is exact by construction: every token it emits is the target's argmax.
 An engine that gets it wrong (vLLM's torch.compile mode on its CPU build did, see
@@ -21,6 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sdd_ray.config import UserError
+from sdd_ray.models import load_model, load_tokenizer
+from sdd_ray.prompts import encode_prompt, render_prompt, stop_token_ids
+from sdd_ray.runtime import cluster_gpus
+from sdd_ray.vllm_engine import cluster_device
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -61,8 +65,6 @@ class Check:
 
 def reference_texts(target, prompts: list[str], max_tokens: int) -> list[str]:
     """Target-only greedy text of each rendered prompt (transformers, float32 on the CPU)."""
-    from sdd_ray.models import load_model, load_tokenizer
-    from sdd_ray.prompts import encode_prompt, stop_token_ids
     from sdd_ray.specdec.engine import target_only_generate
 
     tokenizer = load_tokenizer(target)
@@ -75,11 +77,8 @@ def reference_texts(target, prompts: list[str], max_tokens: int) -> list[str]:
     return texts
 
 
-def guard_prompts(target, count: int) -> list[str]:
+def check_prompts(target, count: int) -> list[str]:
     """The first `count` questions, rendered as the target's chat (or instruction) prompts."""
-    from sdd_ray.models import load_tokenizer
-    from sdd_ray.prompts import render_prompt
-
     tokenizer = load_tokenizer(target)
     return [render_prompt(tokenizer, q) for q in QUESTIONS[:count]]
 
@@ -107,12 +106,9 @@ def off_argmax(scores: list[tuple[int, float, float]], tolerance: float = TIE_LO
 
 
 def engine_checks(cfg, prompts: list[str]) -> list[Check]:
-    """The GPU guard: greedy tokens of the served engine, each scored by the same engine's target-only prefill."""
+    """The GPU greedy check: greedy tokens of the served engine, each scored by the same engine's target-only prefill."""
     from ray import serve
     from ray.serve.llm.openai_api_models import CompletionRequest
-
-    from sdd_ray.models import load_tokenizer
-    from sdd_ray.prompts import encode_prompt
 
     tokenizer = load_tokenizer(cfg.target)
     app_name, deployment = engine_deployment(cfg.served_name)
@@ -122,7 +118,7 @@ def engine_checks(cfg, prompts: list[str]) -> list[Check]:
         response = next(iter(handle.completions.remote(CompletionRequest(model=cfg.served_name, **fields))))
         response = response[0] if isinstance(response, list) else response
         if not hasattr(response, "choices"):
-            raise GreedyMismatchError(f"engine {cfg.engine}: the guard's request failed: {response}")
+            raise GreedyMismatchError(f"engine {cfg.engine}: the greedy check's request failed: {response}")
         return response.choices[0]
 
     checks = []
@@ -156,14 +152,11 @@ def engine_deployment(model_id: str) -> tuple[str, str]:
 def verify_greedy_identity(cfg, base_url: str, reference: str = "auto") -> list[Check]:
     """Compare the app at `base_url` with target-only greedy decoding; raise `GreedyMismatchError` on any difference.
 
-    `reference`: `transformers` (in this process, exact text), `engine` (the GPU guard above), or `auto`:
+    `reference`: `transformers` (in this process, exact text), `engine` (the GPU greedy check above), or `auto`:
     `engine` when the engines run on GPUs, as decided from the cluster (`cluster_device`).
     """
-    prompts = guard_prompts(cfg.target, cfg.verify_prompts)
+    prompts = check_prompts(cfg.target, cfg.verify_prompts)
     if reference == "auto":
-        from sdd_ray.runtime import cluster_gpus
-        from sdd_ray.vllm_engine import cluster_device
-
         reference = "engine" if cluster_device(cfg.device, cluster_gpus(), cfg.accelerator_type) == "gpu" else "transformers"
     if reference == "engine":
         checks = engine_checks(cfg, prompts)
